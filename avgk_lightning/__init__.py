@@ -1,0 +1,7 @@
+"""avgk-lightning: average-K classification with the two-head loss, for PyTorch Lightning."""
+
+from avgk_lightning.callbacks import PseudoLabelThreshold
+from avgk_lightning.module import TwoHeadModule
+
+__all__ = ["PseudoLabelThreshold", "TwoHeadModule"]
+__version__ = "0.1.0"

@@ -1,0 +1,154 @@
+"""PseudoLabelThreshold: the epoch-level pseudo-label threshold of the two-head loss."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import torch
+from lightning.pytorch import Callback, LightningModule, Trainer
+from torch import Tensor
+
+__all__ = ["PseudoLabelThreshold", "histogram_threshold"]
+
+# Histogram over the float32 bit pattern of the softmax scores: for non-negative floats the pattern
+# is monotone in the value, so bins ordered by index are ordered by value. Dropping the 12 lowest bits
+# keeps 11 mantissa bits: every bin spans at most 2**-11 (0.05%) of its lower edge. Scores lie in
+# [0, 1], whose patterns end at 0x3F800000: 260,097 bins, 2 MB of int64 whatever the data set size.
+_HISTOGRAM_SHIFT = 12
+_HISTOGRAM_BINS = (0x3F800000 >> _HISTOGRAM_SHIFT) + 1
+
+
+def _bin_edge(index: int) -> float:
+    """The smallest float32 value that falls in bin `index`."""
+    return torch.tensor(index << _HISTOGRAM_SHIFT, dtype=torch.int32).view(torch.float32).item()
+
+
+def _bin_indices(scores: Tensor) -> Tensor:
+    patterns = scores.detach().float().contiguous().view(torch.int32) >> _HISTOGRAM_SHIFT
+    return patterns.long().clamp_(0, _HISTOGRAM_BINS - 1)
+
+
+def histogram_threshold(histogram: Tensor, count: int) -> float:
+    """Threshold with `count` of the histogrammed scores above it, interpolated inside the boundary bin.
+
+    `histogram` counts scores per bin of their float32 bit pattern (see :class:`PseudoLabelThreshold`).
+    The scores above the returned value number `count` up to the content of one bin, whose width is at
+    most 0.05% of its value; inside that bin the scores are taken as evenly spread.
+
+    Example:
+        >>> scores = torch.tensor([0.9, 0.6, 0.3, 0.1])
+        >>> histogram = torch.zeros(_HISTOGRAM_BINS, dtype=torch.long).index_add_(
+        ...     0, _bin_indices(scores), torch.ones(4, dtype=torch.long))
+        >>> 0.3 < histogram_threshold(histogram, 2) <= 0.6
+        True
+    """
+    total = int(histogram.sum())
+    if count <= 0:
+        return float("inf")
+    if count >= total:
+        return 0.0
+    at_or_above = histogram.flip(0).cumsum(0).flip(0)  # scores in this bin or higher ones
+    boundary = int((at_or_above >= count).nonzero().max())
+    in_bin = int(histogram[boundary])
+    needed = count - (int(at_or_above[boundary]) - in_bin)  # in (0, in_bin]
+    lower, upper = _bin_edge(boundary), _bin_edge(boundary + 1)
+    return upper - (upper - lower) * needed / in_bin
+
+
+class PseudoLabelThreshold(Callback):
+    r"""Sets the pseudo-label threshold of the two-head loss from epoch-level softmax statistics.
+
+    During each training epoch it accumulates a fixed-size histogram of the non-true softmax scores
+    (over their float32 bit pattern, 2 MB whatever the data set size) and, at the end of the epoch,
+    all-reduces it once across processes and sets λ_pl for the next epoch so that (K - 1)·N of the
+    epoch's N·(L - 1) non-true scores lie above it (to within one bin, at most 0.05% of λ_pl). The
+    first epoch, before any statistic exists, uses the batch rule (the B·(K - 1) largest non-true
+    entries of each batch); ``scope="batch"`` keeps the batch rule throughout.
+
+    Logged every epoch:
+
+    * ``train/pseudo_label_set_size``: the realised mean number of positives (true label included) in
+      the pseudo-labels used during the epoch. λ_pl is one epoch old, so this drifts from K while the
+      model changes fast and tracks K as training settles.
+    * ``train/pseudo_label_threshold``: with ``scope="epoch"``, the λ_pl computed from this epoch's
+      statistics (used by the next epoch); with ``scope="batch"``, the mean of the batch thresholds.
+
+    The threshold for the next epoch is saved in checkpoints and restored on resume.
+
+    Args:
+        scope: ``"epoch"`` (default) or ``"batch"``.
+
+    Example:
+        >>> from lightning.pytorch import Trainer
+        >>> trainer = Trainer(callbacks=[PseudoLabelThreshold(scope="epoch")], logger=False)
+    """
+
+    def __init__(self, scope: Literal["epoch", "batch"] = "epoch") -> None:
+        if scope not in ("epoch", "batch"):
+            raise ValueError(f"Expected argument `scope` to be 'epoch' or 'batch', but got {scope!r}")
+        self.scope = scope
+        self.threshold: float | None = None
+        self._histogram: Tensor | None = None
+        self._totals: Tensor | None = None  # samples, pseudo-label positives, sum of batch thresholds, batches
+
+    @staticmethod
+    def _active(pl_module: LightningModule) -> bool:
+        loss = getattr(pl_module, "loss", None)
+        return bool(getattr(loss, "uses_pseudo_labels", False))
+
+    def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if not self._active(pl_module):
+            return
+        pl_module.pseudo_label_threshold = self.threshold if self.scope == "epoch" else None
+        if self.scope == "epoch":
+            self._histogram = torch.zeros(_HISTOGRAM_BINS, dtype=torch.long, device=pl_module.device)
+        self._totals = torch.zeros(4, dtype=torch.float64, device=pl_module.device)
+
+    def on_train_batch_end(
+        self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        if self._totals is None or not isinstance(outputs, dict) or "softmax_probs" not in outputs:
+            return
+        probs, target = outputs["softmax_probs"], outputs["target"]
+        if self._histogram is not None:
+            bins = _bin_indices(probs)
+            self._histogram.index_add_(0, bins.flatten(), torch.ones_like(bins).flatten())
+            true_bins = bins.gather(1, target.long().unsqueeze(1)).squeeze(1)
+            self._histogram.index_add_(0, true_bins, torch.full_like(true_bins, -1))
+        self._totals[0] += target.shape[0]
+        self._totals[1] += outputs["pseudo_label_positives"]
+        self._totals[2] += outputs["pseudo_label_threshold"]
+        self._totals[3] += 1
+
+    def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if self._totals is None:
+            return
+        # One all-reduce per epoch: the totals travel with the histogram (exact integer counts).
+        if self._histogram is None:
+            payload = trainer.strategy.reduce(self._totals, reduce_op="sum")
+        else:
+            payload = trainer.strategy.reduce(torch.cat([self._histogram, self._totals.round().long()]), reduce_op="sum")
+        samples, positives, threshold_sum, batches = (float(value) for value in payload[-4:])
+        histogram = None if self._histogram is None else payload[:-4]
+        self._histogram, self._totals = None, None
+        if samples == 0:
+            return
+        if histogram is not None:
+            self.threshold = histogram_threshold(histogram, round((pl_module.k - 1) * samples))
+            logged_threshold = self.threshold
+        else:
+            logged_threshold = threshold_sum / batches
+        pl_module.log_dict(
+            {
+                "train/pseudo_label_threshold": float(logged_threshold),
+                "train/pseudo_label_set_size": positives / samples,
+            },
+            on_epoch=True,
+            sync_dist=False,
+        )
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"scope": self.scope, "threshold": self.threshold}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.threshold = state_dict["threshold"]

@@ -1,0 +1,87 @@
+"""The LightningCLI of avgk-lightning: always-on callbacks, argument links and versioned run directories."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.utilities import rank_zero_info
+
+from avgk_lightning.callbacks import PseudoLabelThreshold
+from avgk_lightning.metrics import format_k
+
+__all__ = ["AverageKCLI", "new_run_dir"]
+
+_RUN_DIR_VARIABLE = "AVGK_RUN_DIR"
+# Set in processes that a launcher (torchrun, SLURM, Lightning's DDP) started as one rank of a job.
+_RANK_VARIABLES = ("LOCAL_RANK", "RANK", "SLURM_PROCID")
+
+
+def new_run_dir(root: str | os.PathLike) -> Path:
+    """The first ``root/version_N`` that does not exist yet: runs never overwrite each other.
+
+    Example:
+        >>> import tempfile
+        >>> new_run_dir(tempfile.mkdtemp()).name
+        'version_0'
+    """
+    root = Path(root)
+    version = 0
+    while (root / f"version_{version}").exists():
+        version += 1
+    return root / f"version_{version}"
+
+
+def _monitor_name(k: float) -> str:
+    return f"val/avgk_acc@{format_k(k)}"
+
+
+class AverageKCLI(LightningCLI):
+    """LightningCLI with the pseudo-label callback and the checkpoint callback always configured.
+
+    * ``--pseudo_labels.scope`` configures :class:`~avgk_lightning.PseudoLabelThreshold`;
+    * ``--checkpoint.*`` configures ``ModelCheckpoint`` (default: keep ``best.ckpt``, the epoch with the
+      best ``val/avgk_acc@K`` for the model's `k`, and ``last.ckpt``);
+    * ``data.num_classes`` is linked into ``model.num_classes``;
+    * every run writes into a new ``<trainer.default_root_dir>/version_N`` (its config, checkpoints and
+      logs), so nothing of an earlier run is overwritten. Processes started by a launcher as ranks of
+      one job share the directory of rank 0 (``AVGK_RUN_DIR``) or use ``default_root_dir`` as given.
+    """
+
+    def add_arguments_to_parser(self, parser: Any) -> None:
+        parser.add_lightning_class_args(PseudoLabelThreshold, "pseudo_labels")
+        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.set_defaults({"checkpoint.filename": "best", "checkpoint.mode": "max", "checkpoint.save_last": True})
+        parser.link_arguments("model.init_args.k", "checkpoint.monitor", compute_fn=_monitor_name)
+        parser.link_arguments("data.num_classes", "model.init_args.num_classes", apply_on="instantiate")
+
+    def before_instantiate_classes(self) -> None:
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        root = config.trainer.default_root_dir or "runs"
+        if os.environ.get(_RUN_DIR_VARIABLE):
+            run_dir = Path(os.environ[_RUN_DIR_VARIABLE])
+        elif any(os.environ.get(name) for name in _RANK_VARIABLES):
+            run_dir = Path(root)
+        else:
+            run_dir = new_run_dir(root)
+            os.environ[_RUN_DIR_VARIABLE] = str(run_dir)  # inherited by the DDP processes Lightning starts
+        config.trainer.default_root_dir = str(run_dir)
+        if config.checkpoint.dirpath is None:
+            config.checkpoint.dirpath = str(run_dir / "checkpoints")
+        loggers = config.trainer.logger
+        for logger in loggers if isinstance(loggers, list) else [loggers]:
+            init_args = getattr(logger, "init_args", None)
+            if init_args is not None and getattr(init_args, "save_dir", None) in (None, "", "."):
+                init_args.save_dir = str(run_dir)
+
+    def after_fit(self) -> None:
+        checkpoint = self.trainer.checkpoint_callback
+        if checkpoint is not None and checkpoint.best_model_path:
+            rank_zero_info(
+                f"Best checkpoint ({checkpoint.monitor} = {float(checkpoint.best_model_score):.4f}): "
+                f"{checkpoint.best_model_path}\nTest it with: python train.py test --config CONFIG "
+                f"--ckpt_path {checkpoint.best_model_path}"
+            )

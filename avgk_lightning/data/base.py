@@ -1,0 +1,96 @@
+"""Shared base of the data modules: per-device loaders that are correct under DDP."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+import torch
+from lightning.pytorch import LightningDataModule
+from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
+
+
+class AverageKDataModule(LightningDataModule, ABC):
+    """Base data module: `batch_size` is per device; evaluation sees every sample exactly once.
+
+    Lightning's default distributed sampler pads the evaluation splits by repeating samples so that
+    every process gets the same number of batches; the repeated samples would then enter the λ_K
+    calibration and the accuracies twice. Here validation, test and predict use an unrepeated sampler
+    instead (processes may differ by one sample), so the gathered metrics equal the single-process ones.
+
+    Batches are tuples ``(images, targets)`` or ``(images, targets, label_distributions)`` where the
+    data module knows each sample's true label distribution (its Bayes posterior).
+
+    Subclasses set ``self.train_dataset``, ``self.val_dataset`` and ``self.test_dataset`` in
+    :meth:`setup` (``self.predict_dataset`` defaults to the test split) and define the properties below.
+    """
+
+    def __init__(
+        self,
+        batch_size: int = 128,
+        num_workers: int = 0,
+        pin_memory: bool = True,
+        persistent_workers: bool = True,
+    ) -> None:
+        super().__init__()
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"Expected argument `batch_size` to be a positive integer, but got {batch_size!r}")
+        if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 0:
+            raise ValueError(f"Expected argument `num_workers` to be an integer >= 0, but got {num_workers!r}")
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.pin_memory = pin_memory
+        self.persistent_workers = persistent_workers
+        self.train_dataset: Dataset | None = None
+        self.val_dataset: Dataset | None = None
+        self.test_dataset: Dataset | None = None
+        self.predict_dataset: Dataset | None = None
+
+    @property
+    @abstractmethod
+    def num_classes(self) -> int:
+        """Number of classes L, known before :meth:`setup` (the CLI links it into the model)."""
+
+    @property
+    @abstractmethod
+    def class_names(self) -> list[str]:
+        """One name per class index."""
+
+    @property
+    @abstractmethod
+    def class_counts(self) -> Tensor:
+        """Training samples per class, (L,) int64."""
+
+    def _loader(self, dataset: Dataset | None, split: str, train: bool) -> DataLoader:
+        if dataset is None:
+            raise RuntimeError(f"{type(self).__name__}.setup() did not create the {split} split")
+        sampler = None
+        trainer = self.trainer
+        if not train and trainer is not None and trainer.world_size > 1:
+            sampler = UnrepeatedDistributedSampler(
+                dataset, num_replicas=trainer.world_size, rank=trainer.global_rank, shuffle=False
+            )
+        workers = self.num_workers
+        return DataLoader(
+            dataset,
+            batch_size=self.batch_size,
+            shuffle=train,
+            sampler=sampler,
+            drop_last=False,
+            num_workers=workers,
+            pin_memory=self.pin_memory and torch.cuda.is_available(),
+            persistent_workers=self.persistent_workers and workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_dataset, "train", train=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.val_dataset, "val", train=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self.test_dataset, "test", train=False)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader(self.predict_dataset or self.test_dataset, "predict", train=False)

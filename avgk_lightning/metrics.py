@@ -1,0 +1,292 @@
+"""torchmetrics Metrics of average-K classification, thin over :mod:`avgk_lightning.functional`.
+
+Two regimes, as in the Pl@ntNet-300K protocol:
+
+* ``threshold=None`` (calibration): the scores of every sample seen are kept (``"cat"`` states) and
+  λ is calibrated on all of them at :meth:`compute` time, then exposed as ``.threshold``.
+* a fixed ``threshold``: only counts are kept (``"sum"`` states), so memory is constant.
+
+Under DDP the states are gathered (cat) or summed across processes before ``compute``, so the
+result equals the single-process value as long as every sample is seen exactly once (use an
+unrepeated sampler for evaluation, as the data modules of this package do).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Literal
+
+import torch
+from torch import Tensor
+from torchmetrics import Metric
+from torchmetrics.utilities.data import dim_zero_cat
+
+from avgk_lightning.functional import (
+    _check_k,
+    _check_scores,
+    _check_target,
+    _per_class_mean,
+    _true_class_scores,
+    average_k_accuracy,
+    average_k_sets,
+    average_k_threshold,
+    mean_set_size,
+    topk_accuracy,
+)
+
+__all__ = ["AverageKAccuracy", "MeanSetSize", "AverageKEvaluation", "format_k"]
+
+
+def format_k(k: float) -> str:
+    """K as written in metric names: ``3.0 -> "3"``, ``2.5 -> "2.5"``.
+
+    Example:
+        >>> format_k(3.0), format_k(2.5)
+        ('3', '2.5')
+    """
+    return f"{float(k):g}"
+
+
+def _check_num_classes(num_classes: int) -> None:
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
+        raise ValueError(f"Expected argument `num_classes` to be an integer >= 2, but got {num_classes!r}")
+
+
+class _AverageKMetric(Metric):
+    """Shared state handling: calibration (cat states) or a fixed threshold (sum states)."""
+
+    is_differentiable = False
+    full_state_update = False
+
+    def __init__(self, num_classes: int, k: float, threshold: float | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        _check_num_classes(num_classes)
+        _check_k(k, num_classes)
+        if threshold is not None and not isinstance(threshold, (int, float)):
+            raise ValueError(f"Expected argument `threshold` to be a number or None, but got {threshold!r}")
+        self.num_classes = num_classes
+        self.k = k
+        self.calibrate = threshold is None
+        self.threshold: Tensor | None = None if threshold is None else torch.tensor(float(threshold))
+        if self.calibrate:
+            self.add_state("scores", default=[], dist_reduce_fx="cat")
+            self.add_state("target", default=[], dist_reduce_fx="cat")
+
+    def _check_update(self, scores: Tensor, target: Tensor | None) -> None:
+        _check_scores(scores)
+        if scores.shape[1] != self.num_classes:
+            raise ValueError(
+                f"Expected argument `scores` to have num_classes={self.num_classes} columns, "
+                f"but got shape {tuple(scores.shape)}"
+            )
+        if target is not None:
+            _check_target(scores, target)
+
+    def _calibrated_scores(self) -> tuple[Tensor, Tensor]:
+        scores = dim_zero_cat(self.scores)
+        self.threshold = average_k_threshold(scores, self.k)
+        return scores, dim_zero_cat(self.target)
+
+
+class AverageKAccuracy(_AverageKMetric):
+    r"""Average-K accuracy: the fraction of samples whose true label is in :math:`\{j : s_j \ge \lambda\}`.
+
+    With ``threshold=None`` λ is calibrated at :meth:`compute` on all the scores seen so that their sets
+    average `k` labels (:func:`~avgk_lightning.functional.average_k_threshold`); it is then readable as
+    ``.threshold``. With a fixed threshold the metric streams in constant memory.
+
+    Args:
+        num_classes: number of classes L.
+        k: target average set size, in (0, L).
+        threshold: a fixed λ, or None to calibrate it.
+        average: ``"micro"`` (over samples) or ``"macro"`` (per true class, then the mean over the
+            classes present).
+
+    Example:
+        >>> import torch
+        >>> metric = AverageKAccuracy(num_classes=3, k=1.5)
+        >>> metric.update(torch.tensor([[0.9, 0.5, 0.1], [0.6, 0.3, 0.2]]), torch.tensor([1, 2]))
+        >>> metric.compute(), metric.threshold
+        (tensor(0.5000), tensor(0.4000))
+    """
+
+    higher_is_better = True
+
+    def __init__(
+        self,
+        num_classes: int,
+        k: float,
+        threshold: float | None = None,
+        average: Literal["micro", "macro"] = "micro",
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(num_classes, k, threshold, **kwargs)
+        if average not in ("micro", "macro"):
+            raise ValueError(f"Expected argument `average` to be 'micro' or 'macro', but got {average!r}")
+        self.average = average
+        if not self.calibrate:
+            size = num_classes if average == "macro" else 1
+            self.add_state("correct", default=torch.zeros(size, dtype=torch.long), dist_reduce_fx="sum")
+            self.add_state("support", default=torch.zeros(size, dtype=torch.long), dist_reduce_fx="sum")
+
+    def update(self, scores: Tensor, target: Tensor) -> None:
+        """Add a batch of (N, L) scores and their (N,) true labels."""
+        self._check_update(scores, target)
+        if self.calibrate:
+            self.scores.append(scores.detach())
+            self.target.append(target.detach().long())
+            return
+        hits = (_true_class_scores(scores, target) >= self.threshold.to(scores.device)).long()
+        if self.average == "macro":
+            self.correct += torch.bincount(target.long(), weights=hits, minlength=self.num_classes).long()
+            self.support += torch.bincount(target.long(), minlength=self.num_classes)
+        else:
+            self.correct += hits.sum()
+            self.support += target.numel()
+
+    def compute(self) -> Tensor:
+        """Average-K accuracy over everything seen since the last reset."""
+        if self.calibrate:
+            scores, target = self._calibrated_scores()
+            return average_k_accuracy(scores, target, self.threshold, average=self.average)
+        present = self.support > 0
+        return (self.correct[present].double() / self.support[present]).mean().float()
+
+
+class MeanSetSize(_AverageKMetric):
+    r"""Mean set size :math:`\frac{1}{N} \sum_i |\{j : s_{ij} \ge \lambda\}|`.
+
+    With ``threshold=None`` it is k up to ties and rounding (λ is calibrated on the same scores), which
+    makes it a check of the calibration; with the λ of another split it measures how far that split
+    drifts from k.
+
+    Args:
+        num_classes: number of classes L.
+        k: target average set size, in (0, L).
+        threshold: a fixed λ, or None to calibrate it.
+
+    Example:
+        >>> import torch
+        >>> metric = MeanSetSize(num_classes=3, k=1.5, threshold=0.25)
+        >>> metric.update(torch.tensor([[0.9, 0.5, 0.1], [0.6, 0.3, 0.2]]))
+        >>> metric.compute()
+        tensor(2.)
+    """
+
+    higher_is_better = None
+
+    def __init__(self, num_classes: int, k: float, threshold: float | None = None, **kwargs: Any) -> None:
+        super().__init__(num_classes, k, threshold, **kwargs)
+        if not self.calibrate:
+            self.add_state("set_size_sum", default=torch.zeros((), dtype=torch.long), dist_reduce_fx="sum")
+            self.add_state("total", default=torch.zeros((), dtype=torch.long), dist_reduce_fx="sum")
+
+    def update(self, scores: Tensor, target: Tensor | None = None) -> None:
+        """Add a batch of (N, L) scores; `target` is accepted (and checked) for use in collections."""
+        self._check_update(scores, target)
+        if self.calibrate:
+            self.scores.append(scores.detach())
+            self.target.append(
+                target.detach().long() if target is not None else torch.zeros(0, dtype=torch.long, device=scores.device)
+            )
+            return
+        self.set_size_sum += average_k_sets(scores, self.threshold.to(scores.device)).sum()
+        self.total += scores.shape[0]
+
+    def compute(self) -> Tensor:
+        """Mean set size over everything seen since the last reset."""
+        if self.calibrate:
+            scores, _ = self._calibrated_scores()
+            return mean_set_size(scores, self.threshold)
+        return self.set_size_sum.double().div(self.total).float()
+
+
+class AverageKEvaluation(Metric):
+    """The evaluation protocol for one head: every K of `ks` from one copy of the scores.
+
+    Keeps the scores and labels of the split (cat states, gathered across processes) and computes, for
+    each K, ``avgk_acc@K``, ``avgk_acc_macro@K``, ``set_size@K`` and, for integer K,
+    ``topk_acc@K``. With ``thresholds=None`` each λ_K is calibrated on these scores (validation); with a
+    mapping K -> λ_K those are applied unchanged (test). After :meth:`compute`, ``.thresholds`` holds the
+    λ_K used.
+
+    Args:
+        num_classes: number of classes L.
+        ks: the K values to report, each in (0, L).
+        thresholds: fixed λ_K per K, or None to calibrate.
+
+    Example:
+        >>> import torch
+        >>> evaluation = AverageKEvaluation(num_classes=3, ks=[1, 1.5])
+        >>> evaluation.update(torch.tensor([[0.9, 0.5, 0.1], [0.6, 0.3, 0.2]]), torch.tensor([1, 0]))
+        >>> results = evaluation.compute()
+        >>> float(results["avgk_acc@1.5"]), float(results["topk_acc@1"]), float(evaluation.thresholds[1.5])
+        (1.0, 0.5, 0.4000000059604645)
+    """
+
+    is_differentiable = False
+    higher_is_better = True
+    full_state_update = False
+
+    def __init__(
+        self,
+        num_classes: int,
+        ks: Sequence[float],
+        thresholds: dict[float, float] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        _check_num_classes(num_classes)
+        if not ks:
+            raise ValueError("Expected argument `ks` to hold at least one K, but got an empty list")
+        for k in ks:
+            _check_k(k, num_classes, name="ks")
+        self.num_classes = num_classes
+        self.ks = [float(k) for k in ks]
+        self.fixed_thresholds: dict[float, Tensor] | None = None
+        self.thresholds: dict[float, Tensor] | None = None
+        self.set_thresholds(thresholds)
+        self.add_state("scores", default=[], dist_reduce_fx="cat")
+        self.add_state("target", default=[], dist_reduce_fx="cat")
+
+    def set_thresholds(self, thresholds: dict[float, float] | None) -> None:
+        """Fix λ_K for every K of `ks` (test), or pass None to calibrate them (validation)."""
+        if thresholds is None:
+            self.fixed_thresholds = None
+            return
+        fixed = {float(k): torch.as_tensor(v, dtype=torch.float32) for k, v in thresholds.items()}
+        missing = [format_k(k) for k in self.ks if k not in fixed]
+        if missing:
+            raise ValueError(
+                f"No threshold for K = {', '.join(missing)}: the thresholds cover K = "
+                f"{', '.join(format_k(k) for k in fixed) or 'none'}. Calibrate them on validation data first."
+            )
+        self.fixed_thresholds = {k: fixed[k] for k in self.ks}
+
+    def update(self, scores: Tensor, target: Tensor) -> None:
+        """Add a batch of (N, L) scores of this head and the (N,) true labels."""
+        _check_scores(scores)
+        _check_target(scores, target)
+        self.scores.append(scores.detach().float())
+        self.target.append(target.detach().long())
+
+    def compute(self) -> dict[str, Tensor]:
+        """All metrics for every K, keyed ``"avgk_acc@K"`` and so on."""
+        scores, target = dim_zero_cat(self.scores), dim_zero_cat(self.target)
+        thresholds = {}
+        results: dict[str, Tensor] = {}
+        for k in self.ks:
+            if self.fixed_thresholds is None:
+                threshold = average_k_threshold(scores, k)
+            else:
+                threshold = self.fixed_thresholds[k].to(scores.device)
+            thresholds[k] = threshold
+            name = format_k(k)
+            hits = _true_class_scores(scores, target) >= threshold
+            results[f"avgk_acc@{name}"] = hits.float().mean()
+            results[f"avgk_acc_macro@{name}"] = _per_class_mean(hits, target, self.num_classes)
+            results[f"set_size@{name}"] = mean_set_size(scores, threshold)
+            if k.is_integer():
+                results[f"topk_acc@{name}"] = topk_accuracy(scores, target, int(k))
+        self.thresholds = thresholds
+        return results

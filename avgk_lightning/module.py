@@ -1,0 +1,317 @@
+"""TwoHeadModule: the two-headed network, its training step and the average-K evaluation protocol."""
+
+from __future__ import annotations
+
+import difflib
+import warnings
+from collections.abc import Sequence
+from typing import Any, Literal
+
+import torch
+from lightning.pytorch import LightningModule
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from lightning.pytorch.utilities import rank_zero_info
+from torch import Tensor, nn
+
+from avgk_lightning.functional import _batch_pseudo_label_threshold, _pseudo_labels, average_k_sets
+from avgk_lightning.losses import build_loss
+from avgk_lightning.metrics import AverageKEvaluation, format_k
+from avgk_lightning.report import results_table
+
+__all__ = ["TwoHeadModule", "DEFAULT_EVAL_KS"]
+
+DEFAULT_EVAL_KS = (1.0, 2.0, 3.0, 5.0, 10.0)
+_CHECKPOINT_KEY = "average_k"
+
+
+class TwoHeadModule(LightningModule):
+    r"""A backbone with a softmax head and a multi-label head, trained for average-K classification.
+
+    ``forward(x)`` returns ``(softmax_logits, multilabel_logits)``. With ``method="two_head"`` the loss is
+    cross-entropy on the softmax head plus ``mu`` times the binary cross-entropy of the multi-label head
+    on pseudo-labels (the true label, plus the non-true classes whose softmax score reaches λ_pl, set by
+    :class:`~avgk_lightning.callbacks.PseudoLabelThreshold`), and the sets come from the multi-label
+    head. With ``method="softmax"`` only cross-entropy is trained (the multi-label head is frozen) and the
+    sets come from the softmax head.
+
+    Evaluation follows the Pl@ntNet-300K protocol: at every validation epoch and for every K of
+    ``eval_ks``, λ_K is calibrated on the validation scores of each head and ``val/avgk_acc@K``,
+    ``val/avgk_acc_macro@K``, ``val/topk_acc@K`` (integer K), ``val/set_size@K`` and
+    ``val/threshold@K`` are logged for the head that makes the sets, under ``val/softmax/`` for the
+    softmax head of a two-head model, and under ``val/oracle/`` for the Bayes posteriors when the data
+    provide them. The λ_K of the checkpointed epoch are saved in the checkpoint; ``test`` applies them
+    unchanged and logs the same names under ``test/``.
+
+    New backbones: override :meth:`build_backbone`.
+
+    Args:
+        num_classes: number of classes L (linked from the data module by the CLI).
+        backbone: a timm model name.
+        pretrained: load the backbone's pretrained weights through timm (needs network or a local file).
+        weights_path: a local weights file for the backbone (implies pretrained), e.g. a timm or
+            torchvision ``.pth``/``.safetensors`` file.
+        method: ``"two_head"`` or ``"softmax"``.
+        k: target average set size of the pseudo-labels, in [1, L).
+        mu: weight of the multi-label term of the two-head loss.
+        eval_ks: the K values evaluated; default 1, 2, 3, 5, 10 (those below L), plus `k`.
+        optimizer: an optimizer factory; default the reference recipe, SGD(lr=0.1, momentum=0.9,
+            weight_decay=1e-4).
+        lr_scheduler: a scheduler factory; default the reference recipe, MultiStepLR with the rate
+            divided by 10 at 50% and 75% of ``max_epochs``.
+
+    Example:
+        >>> model = TwoHeadModule(num_classes=10, backbone="resnet18", k=2)
+        >>> softmax_logits, multilabel_logits = model(torch.randn(2, 3, 32, 32))
+        >>> tuple(softmax_logits.shape), tuple(multilabel_logits.shape), model.eval_ks
+        ((2, 10), (2, 10), [1.0, 2.0, 3.0, 5.0])
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        backbone: str = "resnet18",
+        pretrained: bool = False,
+        weights_path: str | None = None,
+        method: Literal["two_head", "softmax"] = "two_head",
+        k: float = 3.0,
+        mu: float = 1.0,
+        eval_ks: Sequence[float] | None = None,
+        optimizer: OptimizerCallable | None = None,
+        lr_scheduler: LRSchedulerCallable | None = None,
+    ) -> None:
+        super().__init__()
+        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
+            raise ValueError(f"Expected argument `num_classes` to be an integer >= 2, but got {num_classes!r}")
+        if isinstance(k, bool) or not isinstance(k, (int, float)) or not 1 <= k < num_classes:
+            raise ValueError(
+                f"Expected argument `k` to be a number in [1, num_classes={num_classes}), but got {k!r}: "
+                "it is the average number of positive pseudo-labels, the true label included"
+            )
+        self.save_hyperparameters(ignore=["optimizer", "lr_scheduler"])
+        self.num_classes = num_classes
+        self.k = float(k)
+        self.method = method
+        self.loss = build_loss(method, mu)
+        self.eval_ks = self._resolve_eval_ks(eval_ks, num_classes, self.k)
+        self.optimizer_factory = optimizer
+        self.lr_scheduler_factory = lr_scheduler
+        # λ_pl for the current epoch, set by PseudoLabelThreshold; None means the batch rule.
+        self.pseudo_label_threshold: float | None = None
+        # λ_K per evaluated head, from the last validation (or the loaded checkpoint).
+        self.average_k_thresholds: dict[str, dict[float, float]] = {}
+
+        self.backbone, feature_width = self.build_backbone()
+        self.softmax_head = nn.Linear(feature_width, num_classes)
+        self.multilabel_head = nn.Linear(feature_width, num_classes)
+        if self.loss.set_head == "softmax":
+            self.multilabel_head.requires_grad_(False)
+        self.evaluation_heads = ["multilabel", "softmax"] if self.loss.set_head == "multilabel" else ["softmax"]
+        self.evaluations = nn.ModuleDict(
+            {
+                f"{stage}_{head}": AverageKEvaluation(num_classes, self.eval_ks)
+                for stage in ("val", "test")
+                for head in (*self.evaluation_heads, "oracle")
+            }
+        )
+
+    @staticmethod
+    def _resolve_eval_ks(eval_ks: Sequence[float] | None, num_classes: int, k: float) -> list[float]:
+        if eval_ks is None:
+            ks = {value for value in DEFAULT_EVAL_KS if value < num_classes}
+        else:
+            ks = set()
+            for value in eval_ks:
+                if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < num_classes:
+                    raise ValueError(
+                        f"Expected every entry of argument `eval_ks` to be a number in (0, num_classes={num_classes}),"
+                        f" but got {value!r}"
+                    )
+                ks.add(float(value))
+        ks.add(k)
+        return sorted(ks)
+
+    def build_backbone(self) -> tuple[nn.Module, int]:
+        """The feature extractor and its output width; override to bring another network.
+
+        The default builds ``self.hparams.backbone`` with timm, without its classifier
+        (``num_classes=0``: pooled features), and reads the width from ``head_hidden_size`` where the
+        model has one (it differs from ``num_features`` for e.g. MobileNetV3), else ``num_features``.
+        """
+        import timm
+
+        name = self.hparams.backbone
+        if not timm.is_model(name):
+            close = difflib.get_close_matches(name, timm.list_models(), n=5, cutoff=0.6)
+            hint = f" Close timm names: {', '.join(close)}." if close else ""
+            raise ValueError(f"Unknown backbone {name!r} (argument `backbone`).{hint} See timm.list_models().")
+        weights_path = self.hparams.weights_path
+        kwargs: dict[str, Any] = {}
+        if weights_path is not None:
+            kwargs["pretrained_cfg_overlay"] = {"file": str(weights_path)}
+        model = timm.create_model(
+            name, pretrained=self.hparams.pretrained or weights_path is not None, num_classes=0, **kwargs
+        )
+        width = getattr(model, "head_hidden_size", None) or model.num_features
+        return model, int(width)
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        features = self.backbone(x)
+        return self.softmax_head(features), self.multilabel_head(features)
+
+    @staticmethod
+    def _unpack(batch: Sequence[Tensor]) -> tuple[Tensor, Tensor, Tensor | None]:
+        if not isinstance(batch, (tuple, list)) or len(batch) not in (2, 3):
+            raise ValueError(
+                "Expected a batch (images, targets) or (images, targets, label_distributions), "
+                f"but got {type(batch).__name__} of length {len(batch) if hasattr(batch, '__len__') else '?'}"
+            )
+        return batch[0], batch[1], batch[2] if len(batch) == 3 else None
+
+    def on_fit_start(self) -> None:
+        from avgk_lightning.callbacks import PseudoLabelThreshold
+
+        if self.loss.uses_pseudo_labels and not any(
+            isinstance(callback, PseudoLabelThreshold) for callback in self.trainer.callbacks
+        ):
+            warnings.warn(
+                "No PseudoLabelThreshold callback: the pseudo-labels use the batch rule throughout. Add "
+                "`PseudoLabelThreshold()` to the Trainer's callbacks for the epoch-level threshold.",
+                stacklevel=2,
+            )
+
+    def training_step(self, batch: Sequence[Tensor], batch_idx: int) -> dict[str, Tensor]:
+        images, target, _ = self._unpack(batch)
+        softmax_logits, multilabel_logits = self(images)
+        outputs: dict[str, Tensor] = {}
+        labels = None
+        if self.loss.uses_pseudo_labels:
+            probs = softmax_logits.detach().float().softmax(dim=1)
+            if self.pseudo_label_threshold is None:
+                threshold = _batch_pseudo_label_threshold(probs, target, self.k)
+            else:
+                threshold = torch.tensor(self.pseudo_label_threshold, device=probs.device)
+            labels = _pseudo_labels(probs, target, threshold)
+            outputs.update(
+                softmax_probs=probs,
+                target=target,
+                pseudo_label_positives=labels.sum(),
+                pseudo_label_threshold=threshold,
+            )
+        terms = self.loss(softmax_logits, multilabel_logits, target, labels)
+        batch_size = target.shape[0]
+        self.log("train/loss", terms["loss"], prog_bar=True, on_step=True, on_epoch=True, batch_size=batch_size)
+        for name, value in terms.items():
+            if name != "loss":
+                self.log(f"train/{name}", value, on_step=False, on_epoch=True, batch_size=batch_size)
+        outputs["loss"] = terms["loss"]
+        return outputs
+
+    def _head_scores(self, images: Tensor) -> dict[str, Tensor]:
+        softmax_logits, multilabel_logits = self(images)
+        scores = {"softmax": softmax_logits.float().softmax(dim=1)}
+        if "multilabel" in self.evaluation_heads:
+            scores["multilabel"] = multilabel_logits.float().sigmoid()
+        return scores
+
+    def _evaluation_step(self, stage: str, batch: Sequence[Tensor]) -> None:
+        images, target, posteriors = self._unpack(batch)
+        scores = self._head_scores(images)
+        if posteriors is not None and (stage == "val" or "oracle" in self.average_k_thresholds):
+            scores["oracle"] = posteriors.float()
+        for head, head_scores in scores.items():
+            self.evaluations[f"{stage}_{head}"].update(head_scores, target)
+
+    def validation_step(self, batch: Sequence[Tensor], batch_idx: int) -> None:
+        self._evaluation_step("val", batch)
+
+    def test_step(self, batch: Sequence[Tensor], batch_idx: int) -> None:
+        self._evaluation_step("test", batch)
+
+    def _prefix(self, stage: str, head: str) -> str:
+        return f"{stage}/" if head == self.loss.set_head else f"{stage}/{head}/"
+
+    def _evaluation_epoch_end(self, stage: str) -> dict[str, float]:
+        logged: dict[str, float] = {}
+        for head in (*self.evaluation_heads, "oracle"):
+            evaluation = self.evaluations[f"{stage}_{head}"]
+            if not evaluation.update_called:
+                continue
+            results = evaluation.compute()
+            prefix = self._prefix(stage, head)
+            for k, threshold in evaluation.thresholds.items():
+                results[f"threshold@{format_k(k)}"] = threshold
+            logged.update({prefix + name: float(value) for name, value in results.items()})
+            if stage == "val" and not self.trainer.sanity_checking:
+                self.average_k_thresholds[head] = {k: float(t) for k, t in evaluation.thresholds.items()}
+            evaluation.reset()
+        # Values are identical on every process (the metric states were gathered before compute).
+        self.log_dict(logged, sync_dist=False)
+        return logged
+
+    def on_validation_epoch_end(self) -> None:
+        self._evaluation_epoch_end("val")
+
+    def on_test_epoch_start(self) -> None:
+        missing = [head for head in self.evaluation_heads if head not in self.average_k_thresholds]
+        if missing:
+            raise RuntimeError(
+                f"No calibrated average-K thresholds for the {', '.join(missing)} head: `test` applies the λ_K "
+                "calibrated on validation data. Pass the checkpoint of a `fit` run (--ckpt_path PATH) or run "
+                "`validate` first in the same session."
+            )
+        for head, thresholds in self.average_k_thresholds.items():
+            self.evaluations[f"test_{head}"].set_thresholds(thresholds)
+
+    def on_test_epoch_end(self) -> None:
+        logged = self._evaluation_epoch_end("test")
+        if self.trainer.is_global_zero:
+            rank_zero_info(results_table(logged, "test", self.eval_ks, self.loss.set_head))
+
+    def predict_step(self, batch: Any, batch_idx: int) -> dict[str, Any]:
+        """Scores of the set head and, for every calibrated K, the boolean set mask."""
+        images = batch[0] if isinstance(batch, (tuple, list)) else batch
+        head = self.loss.set_head
+        if head not in self.average_k_thresholds:
+            raise RuntimeError(
+                "No calibrated average-K thresholds: pass the checkpoint of a `fit` run (--ckpt_path PATH)."
+            )
+        scores = self._head_scores(images)[head]
+        sets = {k: average_k_sets(scores, t) for k, t in self.average_k_thresholds[head].items()}
+        return {"scores": scores, "sets": sets}
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        parameters = [p for p in self.parameters() if p.requires_grad]
+        if self.optimizer_factory is None:
+            optimizer = torch.optim.SGD(parameters, lr=0.1, momentum=0.9, weight_decay=1e-4)
+        else:
+            optimizer = self.optimizer_factory(parameters)
+        if self.lr_scheduler_factory is None:
+            max_epochs = self.trainer.max_epochs if self.trainer is not None else None
+            milestones = [] if not max_epochs or max_epochs < 0 else [max_epochs // 2, (3 * max_epochs) // 4]
+            scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=milestones, gamma=0.1)
+        else:
+            scheduler = self.lr_scheduler_factory(optimizer)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint[_CHECKPOINT_KEY] = {
+            "num_classes": self.num_classes,
+            "method": self.method,
+            "thresholds": {head: dict(values) for head, values in self.average_k_thresholds.items()},
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        saved = checkpoint.get(_CHECKPOINT_KEY)
+        if saved is None:
+            return
+        if saved["num_classes"] != self.num_classes:
+            raise ValueError(
+                f"The checkpoint was trained with num_classes={saved['num_classes']}, but the model has "
+                f"num_classes={self.num_classes}: use the data set the checkpoint was trained on."
+            )
+        if saved["method"] != self.method:
+            raise ValueError(
+                f"The checkpoint was trained with method={saved['method']!r}, but the model has "
+                f"method={self.method!r}: pass --model.method {saved['method']}."
+            )
+        self.average_k_thresholds = {head: dict(values) for head, values in saved["thresholds"].items()}
