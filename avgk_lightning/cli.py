@@ -8,6 +8,7 @@ from typing import Any
 
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities import rank_zero_info
 
 from avgk_lightning.callbacks import PseudoLabelThreshold
@@ -77,7 +78,23 @@ class AverageKCLI(LightningCLI):
             if init_args is not None and getattr(init_args, "save_dir", None) in (None, "", "."):
                 init_args.save_dir = str(run_dir)
 
+    def _finish_loggers(self) -> None:
+        # Close W&B runs so that the next run of the same Python process (a notebook, a test) starts its own.
+        for logger in self.trainer.loggers:
+            if isinstance(logger, WandbLogger) and logger._experiment is not None:
+                logger.experiment.finish()
+
+    def after_validate(self) -> None:
+        self._finish_loggers()
+
+    def after_test(self) -> None:
+        self._finish_loggers()
+
+    def after_predict(self) -> None:
+        self._finish_loggers()
+
     def after_fit(self) -> None:
+        self._finish_loggers()
         checkpoint = self.trainer.checkpoint_callback
         if checkpoint is not None and checkpoint.best_model_path:
             rank_zero_info(

@@ -1,0 +1,42 @@
+"""Shared test helpers: a tiny backbone module (importable by class_path) and a numpy reference."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from avgk_lightning import TwoHeadModule
+
+
+class TinyCNNModule(TwoHeadModule):
+    """A TwoHeadModule whose backbone is a two-layer CNN without batch norm (the subclassing example)."""
+
+    def __init__(self, *args, width: int = 16, **kwargs) -> None:
+        self.width = width
+        super().__init__(*args, **kwargs)
+
+    def build_backbone(self) -> tuple[nn.Module, int]:
+        backbone = nn.Sequential(
+            nn.Conv2d(3, self.width, 3, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(self.width, self.width, 3, padding=1, stride=2),
+            nn.ReLU(),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
+        )
+        return backbone, self.width
+
+
+def reference_threshold(scores: np.ndarray, k: float) -> float:
+    """The Pl@ntNet-300K rule by a full sort: (v_m + v_{m+1}) / 2, m = round(N k)."""
+    values = np.sort(scores.ravel())[::-1]
+    m = min(max(round(scores.shape[0] * k), 1), values.size - 1)
+    return float((values[m - 1] + values[m]) / 2)
+
+
+def tied_scores(n: int, num_classes: int, seed: int, levels: int = 50) -> torch.Tensor:
+    """Softmax-like scores rounded to a few levels, so that many values tie."""
+    generator = torch.Generator().manual_seed(seed)
+    scores = torch.randn(n, num_classes, generator=generator).mul(2).softmax(dim=1)
+    return (scores * levels).round() / levels

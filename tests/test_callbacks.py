@@ -1,0 +1,111 @@
+import pytest
+import torch
+from lightning.pytorch import Callback, Trainer
+from lightning.pytorch.callbacks import ModelCheckpoint
+
+from avgk_lightning import PseudoLabelThreshold
+from avgk_lightning.callbacks import _HISTOGRAM_BINS, _bin_indices, histogram_threshold
+from avgk_lightning.data import SyntheticAmbiguityDataModule
+from tests.helpers import TinyCNNModule
+
+
+def _frozen_module(**kwargs):
+    return TinyCNNModule(num_classes=40, k=3, optimizer=lambda params: torch.optim.SGD(params, lr=0.0), **kwargs)
+
+
+def _data():
+    return SyntheticAmbiguityDataModule(train_size=600, val_size=101, test_size=101, batch_size=64)
+
+
+def _trainer(tmp_path, callbacks, max_epochs=2, **kwargs):
+    return Trainer(
+        max_epochs=max_epochs,
+        callbacks=callbacks,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        default_root_dir=tmp_path,
+        **kwargs,
+    )
+
+
+class ThresholdProbe(Callback):
+    """Records the pseudo-label threshold the module uses in each epoch."""
+
+    def __init__(self):
+        self.thresholds = []
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        self.thresholds.append(pl_module.pseudo_label_threshold)
+
+
+@pytest.mark.parametrize("k", [2, 3, 5, 10])
+def test_histogram_threshold_puts_the_requested_count_above_it(k):
+    generator = torch.Generator().manual_seed(k)
+    probs = torch.randn(4000, 100, generator=generator).mul(2.5).softmax(dim=1)
+    histogram = torch.zeros(_HISTOGRAM_BINS, dtype=torch.long)
+    histogram.index_add_(0, _bin_indices(probs).flatten(), torch.ones(probs.numel(), dtype=torch.long))
+    count = (k - 1) * 4000
+    above = (probs >= histogram_threshold(histogram, count)).sum().item()
+    assert abs(above - count) <= 0.005 * count
+
+
+def test_histogram_is_a_fixed_size_whatever_the_data():
+    assert _HISTOGRAM_BINS * 8 < 16 * 2**20
+    # scores of exactly 0 and 1 land in the first and the last bin
+    assert _bin_indices(torch.tensor([0.0, 1.0])).tolist() == [0, _HISTOGRAM_BINS - 1]
+
+
+def test_epoch_scope_with_frozen_model_realises_k_in_the_next_epoch(tmp_path):
+    probe = ThresholdProbe()
+    model = _frozen_module()
+    trainer = _trainer(tmp_path, [PseudoLabelThreshold("epoch"), probe], max_epochs=2, limit_val_batches=0)
+    trainer.fit(model, _data())
+    assert probe.thresholds[0] is None  # first epoch: batch rule
+    assert probe.thresholds[1] == pytest.approx(trainer.callback_metrics["train/pseudo_label_threshold"].item())
+    realised = trainer.callback_metrics["train/pseudo_label_set_size"].item()
+    assert abs(realised - 3) / 3 < 0.01
+
+
+def test_batch_scope_keeps_the_batch_rule(tmp_path):
+    probe = ThresholdProbe()
+    trainer = _trainer(tmp_path, [PseudoLabelThreshold("batch"), probe], max_epochs=2, limit_val_batches=0)
+    trainer.fit(_frozen_module(), _data())
+    assert probe.thresholds == [None, None]
+    # every batch has exactly round(B (K - 1)) non-true positives: 9 batches of 64 and one of 24
+    assert trainer.callback_metrics["train/pseudo_label_set_size"].item() == pytest.approx(
+        1 + (9 * 128 + 48) / 600
+    )
+
+
+def test_softmax_method_is_left_alone(tmp_path):
+    probe = ThresholdProbe()
+    trainer = _trainer(tmp_path, [PseudoLabelThreshold(), probe], max_epochs=1, limit_val_batches=0)
+    trainer.fit(_frozen_module(method="softmax"), _data())
+    assert "train/pseudo_label_set_size" not in trainer.callback_metrics
+
+
+def test_threshold_is_checkpointed_and_restored_on_resume(tmp_path):
+    checkpoint = ModelCheckpoint(dirpath=tmp_path, save_last=True)
+    first = PseudoLabelThreshold()
+    _trainer(tmp_path, [first, checkpoint], max_epochs=1, limit_val_batches=0).fit(_frozen_module(), _data())
+    assert first.threshold is not None
+    saved = torch.load(tmp_path / "last.ckpt", weights_only=False)
+    assert saved["callbacks"]["PseudoLabelThreshold"]["threshold"] == first.threshold
+    resumed, probe = PseudoLabelThreshold(), ThresholdProbe()
+    trainer = _trainer(tmp_path, [resumed, probe], max_epochs=2, limit_val_batches=0)
+    trainer.fit(_frozen_module(), _data(), ckpt_path=tmp_path / "last.ckpt")
+    assert probe.thresholds == [first.threshold]
+
+
+def test_module_without_the_callback_warns_and_uses_the_batch_rule(tmp_path):
+    with pytest.warns(UserWarning, match="No PseudoLabelThreshold callback"):
+        _trainer(tmp_path, [], max_epochs=1, limit_train_batches=2, limit_val_batches=0).fit(
+            _frozen_module(), _data()
+        )
+
+
+def test_scope_is_validated():
+    with pytest.raises(ValueError, match="`scope` to be 'epoch' or 'batch', but got 'step'"):
+        PseudoLabelThreshold("step")

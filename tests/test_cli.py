@@ -1,0 +1,121 @@
+"""The CLI end to end on the embedded data: fit, then test from the checkpoint, as a user runs them."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from unittest import mock
+
+import pytest
+import torch
+
+from avgk_lightning.cli import AverageKCLI, new_run_dir
+from avgk_lightning.data.base import AverageKDataModule
+from avgk_lightning.module import TwoHeadModule
+from tests.helpers import TinyCNNModule
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIG = str(ROOT / "configs" / "synthetic_two_head.yaml")
+SMALL = [
+    "--data.init_args.train_size=512",
+    "--data.init_args.val_size=256",
+    "--data.init_args.test_size=257",
+    "--data.init_args.batch_size=64",
+    "--trainer.max_epochs=1",
+    "--trainer.enable_progress_bar=false",
+]
+KS = ["1", "2", "3", "5", "10"]
+
+
+def _cli(args):
+    with mock.patch("sys.argv", ["train.py"]):
+        return AverageKCLI(
+            TwoHeadModule,
+            AverageKDataModule,
+            subclass_mode_model=True,
+            subclass_mode_data=True,
+            seed_everything_default=0,
+            save_config_kwargs={"overwrite": False},
+            args=args,
+        )
+
+
+@pytest.fixture(autouse=True)
+def _fresh_run_dir_variable(monkeypatch):
+    monkeypatch.delenv("AVGK_RUN_DIR", raising=False)
+
+
+@pytest.fixture(scope="module")
+def fitted(tmp_path_factory):
+    root = tmp_path_factory.mktemp("runs")
+    os.environ.pop("AVGK_RUN_DIR", None)
+    cli = _cli(["fit", "--config", CONFIG, *SMALL, f"--trainer.default_root_dir={root}"])
+    os.environ.pop("AVGK_RUN_DIR", None)
+    return root, cli
+
+
+def test_fit_writes_config_and_checkpoints_in_a_new_run_dir(fitted):
+    root, cli = fitted
+    run_dir = root / "version_0"
+    assert (run_dir / "config.yaml").is_file()
+    assert (run_dir / "checkpoints" / "best.ckpt").is_file() and (run_dir / "checkpoints" / "last.ckpt").is_file()
+    assert cli.trainer.checkpoint_callback.monitor == "val/avgk_acc@2"  # the config's k
+    for k in KS:
+        assert f"val/avgk_acc@{k}" in cli.trainer.callback_metrics
+        assert f"val/softmax/avgk_acc_macro@{k}" in cli.trainer.callback_metrics
+        assert f"val/oracle/topk_acc@{k}" in cli.trainer.callback_metrics
+    assert "train/pseudo_label_set_size" in cli.trainer.callback_metrics
+
+
+def test_test_applies_the_checkpointed_thresholds_to_both_heads(fitted):
+    root, _ = fitted
+    checkpoint_path = root / "version_0" / "checkpoints" / "best.ckpt"
+    saved = torch.load(checkpoint_path, weights_only=True)["average_k"]["thresholds"]
+    cli = _cli(["test", "--config", CONFIG, *SMALL, f"--trainer.default_root_dir={root}", f"--ckpt_path={checkpoint_path}"])
+    metrics = cli.trainer.callback_metrics
+    assert (root / "version_1" / "config.yaml").is_file()  # a new run dir, nothing overwritten
+    for k in KS:
+        assert metrics[f"test/threshold@{k}"].item() == pytest.approx(saved["multilabel"][float(k)])
+        assert metrics[f"test/softmax/threshold@{k}"].item() == pytest.approx(saved["softmax"][float(k)])
+        assert metrics[f"test/oracle/threshold@{k}"].item() == pytest.approx(saved["oracle"][float(k)])
+        for prefix in ("test/", "test/softmax/"):
+            assert 0.0 <= metrics[f"{prefix}avgk_acc@{k}"].item() <= 1.0
+    # the test split is not the validation split: its sets average about K, not exactly K
+    assert metrics["test/set_size@3"].item() == pytest.approx(3, rel=0.3)
+
+
+def test_train_py_prints_the_results_table(fitted):
+    root, _ = fitted
+    checkpoint_path = root / "version_0" / "checkpoints" / "best.ckpt"
+    env = {**os.environ, "WANDB_MODE": "disabled"}
+    env.pop("AVGK_RUN_DIR", None)
+    result = subprocess.run(
+        [sys.executable, "train.py", "test", "--config", CONFIG, *SMALL, f"--trainer.default_root_dir={root}",
+         f"--ckpt_path={checkpoint_path}", "--verbose=false"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    output = result.stdout + result.stderr
+    assert "| K | avg-K acc, multi-label head | avg-K acc, softmax head | avg-K acc, Bayes oracle |" in output
+    assert sum(line.startswith("| ") and line.split("|")[1].strip() in KS for line in output.splitlines()) == 5
+
+
+def test_test_without_calibrated_thresholds_says_what_to_do(tmp_path):
+    with pytest.raises(RuntimeError, match="--ckpt_path PATH"):
+        _cli(["test", "--config", CONFIG, *SMALL, f"--trainer.default_root_dir={tmp_path}"])
+
+
+def test_a_subclass_with_its_own_backbone_trains_by_class_path(tmp_path):
+    cli = _cli(
+        ["fit", "--config", CONFIG, *SMALL, f"--trainer.default_root_dir={tmp_path}",
+         "--model=tests.helpers.TinyCNNModule", "--model.init_args.width=8", "--model.init_args.k=2"]
+    )
+    assert isinstance(cli.model, TinyCNNModule) and cli.model.softmax_head.in_features == 8
+    assert (tmp_path / "version_0" / "checkpoints" / "best.ckpt").is_file()
+    assert "val/avgk_acc@2" in cli.trainer.callback_metrics
+
+
+def test_new_run_dir_never_reuses_a_directory(tmp_path):
+    (tmp_path / "version_0").mkdir()
+    (tmp_path / "version_1").mkdir()
+    assert new_run_dir(tmp_path) == tmp_path / "version_2"

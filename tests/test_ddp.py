@@ -1,0 +1,82 @@
+"""Two CPU processes (gloo) against one: the same numbers, on splits whose size is not divisible by 2.
+
+The DDP job runs as a script in a subprocess (its own process group), never as in-process DDP inside
+pytest; the group is killed whatever happens, so no process is left behind.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _run(out: Path, devices: int) -> dict:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "WANDB_MODE": "disabled"}
+    for name in ("LOCAL_RANK", "RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT", "AVGK_RUN_DIR"):
+        env.pop(name, None)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tests.ddp_equivalence", str(out), str(devices)],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        output, _ = process.communicate(timeout=240)
+    finally:
+        try:
+            os.killpg(process.pid, signal.SIGKILL)  # the script and the rank it launched
+        except ProcessLookupError:
+            pass
+    assert process.returncode == 0, output[-4000:]
+    return json.loads(out.read_text())
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("ddp")
+    return _run(directory / "one.json", 1), _run(directory / "two.json", 2)
+
+
+def _assert_same(single: dict, distributed: dict) -> None:
+    assert single.keys() == distributed.keys()
+    for name, value in single.items():
+        assert distributed[name] == pytest.approx(value, rel=1e-6, abs=1e-7), name
+
+
+def test_two_processes_really_ran(runs):
+    assert [run["world_size"] for run in runs] == [1, 2]
+
+
+def test_epoch_pseudo_label_threshold_equals_single_process(runs):
+    single, distributed = runs
+    assert single["epoch_threshold"] is not None
+    assert distributed["epoch_threshold"] == pytest.approx(single["epoch_threshold"], rel=1e-6)
+    assert distributed["fit"]["train/pseudo_label_set_size"] == pytest.approx(
+        single["fit"]["train/pseudo_label_set_size"], rel=1e-6
+    )
+
+
+def test_validation_metrics_equal_single_process(runs):
+    single, distributed = runs
+    assert "val/avgk_acc@2.5" in single["val"] and "val/softmax/avgk_acc_macro@3" in single["val"]
+    _assert_same(single["val"], distributed["val"])
+
+
+def test_test_metrics_equal_single_process(runs):
+    single, distributed = runs
+    assert "test/oracle/avgk_acc@1" in single["test"]
+    _assert_same(single["test"], distributed["test"])
+
+
+def test_metrics_on_uneven_shards_equal_single_process(runs):
+    single, distributed = runs
+    _assert_same(single["sharded"], distributed["sharded"])

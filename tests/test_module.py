@@ -1,0 +1,107 @@
+import pytest
+import timm
+import torch
+import torch.nn.functional as F
+
+from avgk_lightning import TwoHeadModule
+from avgk_lightning.functional import batch_pseudo_label_threshold, pseudo_labels
+from avgk_lightning.losses import SoftmaxLoss, TwoHeadLoss, build_loss
+
+
+def test_forward_returns_both_heads_sized_from_the_backbone():
+    model = TwoHeadModule(num_classes=7, backbone="resnet18", k=2)
+    softmax_logits, multilabel_logits = model(torch.randn(3, 3, 32, 32))
+    assert softmax_logits.shape == multilabel_logits.shape == (3, 7)
+
+
+@pytest.mark.parametrize("name", ["resnet18", "mobilenetv3_small_050"])
+def test_head_width_matches_a_real_forward_pass(name):
+    model = TwoHeadModule(num_classes=5, backbone=name, k=2).eval()
+    with torch.no_grad():
+        features = model.backbone(torch.randn(2, 3, 64, 64))
+    assert model.softmax_head.in_features == features.shape[1] == model.multilabel_head.in_features
+    if name.startswith("mobilenetv3"):
+        assert features.shape[1] == 1024 != model.backbone.num_features  # the timm pitfall
+
+
+def test_local_weights_file_is_loaded_without_network(tmp_path):
+    reference = timm.create_model("resnet18", num_classes=0)
+    torch.nn.init.constant_(reference.conv1.weight, 0.125)
+    path = tmp_path / "resnet18.pth"
+    torch.save(reference.state_dict(), path)
+    model = TwoHeadModule(num_classes=5, backbone="resnet18", weights_path=str(path), k=2)
+    assert torch.equal(model.backbone.conv1.weight, reference.conv1.weight)
+
+
+def test_unknown_backbone_suggests_close_timm_names():
+    with pytest.raises(ValueError, match="Unknown backbone 'resnet181'.*resnet18"):
+        TwoHeadModule(num_classes=5, backbone="resnet181", k=2)
+
+
+def test_eval_ks_default_to_those_below_num_classes_plus_k():
+    assert TwoHeadModule(num_classes=4, k=2.5).eval_ks == [1.0, 2.0, 2.5, 3.0]
+    assert TwoHeadModule(num_classes=100, k=3, eval_ks=[2.5, 7]).eval_ks == [2.5, 3.0, 7.0]
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"k": 0.5}, "`k` to be a number in \\[1, num_classes=10\\), but got 0.5"),
+        ({"k": 10}, "but got 10"),
+        ({"eval_ks": [1, 12]}, "`eval_ks` to be a number in \\(0, num_classes=10\\), but got 12"),
+        ({"method": "an"}, "`method` to be one of \\['softmax', 'two_head'\\], but got 'an'"),
+        ({"mu": -1.0}, "`mu` to be >= 0"),
+    ],
+)
+def test_bad_module_arguments_raise_clear_errors(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        TwoHeadModule(num_classes=10, **{"k": 2, **kwargs})
+
+
+def test_softmax_method_freezes_the_multilabel_head():
+    model = TwoHeadModule(num_classes=5, method="softmax", k=2)
+    assert not any(p.requires_grad for p in model.multilabel_head.parameters())
+    assert model.loss.set_head == "softmax" and model.evaluation_heads == ["softmax"]
+
+
+def test_two_head_loss_by_hand_on_a_2x4_example():
+    softmax_logits = torch.tensor([[2.0, 0.0, 0.0, 0.0], [0.0, 0.0, 0.0, 0.0]])
+    multilabel_logits = torch.tensor([[0.0, 0.0, 0.0, 0.0], [1.0, -1.0, 0.0, 0.0]])
+    target = torch.tensor([0, 3])
+    labels = torch.tensor([[1.0, 1.0, 0.0, 0.0], [0.0, 0.0, 0.0, 1.0]])
+    # CE: sample 0: -log(e^2 / (e^2 + 3)) = log(1 + 3 e^-2); sample 1: log 4.
+    ce = (torch.log(1 + 3 * torch.exp(torch.tensor(-2.0))) + torch.log(torch.tensor(4.0))) / 2
+    # BCE: sample 0 has four logits 0: log 2 each; sample 1: -log(1 - s(1)) - log(1 - s(-1)) - log(1/2) - log(1/2)
+    # = softplus(1) + softplus(-1) + 2 log 2; mean over the 8 entries.
+    log2 = torch.log(torch.tensor(2.0))
+    bce = (4 * log2 + F.softplus(torch.tensor(1.0)) + F.softplus(torch.tensor(-1.0)) + 2 * log2) / 8
+    terms = TwoHeadLoss(mu=0.5)(softmax_logits, multilabel_logits, target, labels)
+    assert terms["cross_entropy"].item() == pytest.approx(ce.item(), rel=1e-6)
+    assert terms["binary_cross_entropy"].item() == pytest.approx(bce.item(), rel=1e-6)
+    assert terms["loss"].item() == pytest.approx((ce + 0.5 * bce).item(), rel=1e-6)
+    assert SoftmaxLoss()(softmax_logits, multilabel_logits, target)["loss"].item() == pytest.approx(ce.item())
+
+
+def test_pseudo_labels_carry_no_gradient_and_bce_reaches_the_softmax_head_only_through_the_backbone():
+    torch.manual_seed(0)
+    model = TwoHeadModule(num_classes=6, backbone="resnet18", k=2)
+    images, target = torch.randn(8, 3, 32, 32), torch.randint(0, 6, (8,))
+    softmax_logits, multilabel_logits = model(images)
+    probs = softmax_logits.softmax(dim=1)
+    labels = pseudo_labels(probs, target, batch_pseudo_label_threshold(probs, target, 2))
+    assert not labels.requires_grad
+    bce = build_loss("two_head", mu=1.0)(softmax_logits, multilabel_logits, target, labels)["binary_cross_entropy"]
+    bce.backward()
+    assert model.softmax_head.weight.grad is None  # BCE does not reach the softmax head directly
+    assert model.multilabel_head.weight.grad.abs().sum() > 0
+    assert model.backbone.conv1.weight.grad.abs().sum() > 0  # it reaches the shared backbone
+
+
+def test_checkpoint_from_another_data_set_or_method_is_refused():
+    model = TwoHeadModule(num_classes=5, k=2)
+    checkpoint = {}
+    model.on_save_checkpoint(checkpoint)
+    with pytest.raises(ValueError, match="num_classes=5, but the model has num_classes=6"):
+        TwoHeadModule(num_classes=6, k=2).on_load_checkpoint(checkpoint)
+    with pytest.raises(ValueError, match="--model.method two_head"):
+        TwoHeadModule(num_classes=5, k=2, method="softmax").on_load_checkpoint(checkpoint)
