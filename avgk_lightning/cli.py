@@ -48,8 +48,9 @@ class AverageKCLI(LightningCLI):
       best ``val/avgk_acc@K`` for the model's `k`, and ``last.ckpt``);
     * ``data.num_classes`` is linked into ``model.num_classes``;
     * every run writes into a new ``<trainer.default_root_dir>/version_N`` (its config, checkpoints and
-      logs), so nothing of an earlier run is overwritten. Processes started by a launcher as ranks of
-      one job share the directory of rank 0 (``AVGK_RUN_DIR``) or use ``default_root_dir`` as given.
+      logs), so nothing of an earlier run is overwritten. Processes that Lightning's DDP launcher starts
+      share the directory of rank 0 (``AVGK_RUN_DIR``); ranks started by torchrun or SLURM use
+      ``default_root_dir`` as given (pick a new one per job).
     """
 
     def add_arguments_to_parser(self, parser: Any) -> None:
@@ -62,10 +63,8 @@ class AverageKCLI(LightningCLI):
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
         root = config.trainer.default_root_dir or "runs"
-        if os.environ.get(_RUN_DIR_VARIABLE):
-            run_dir = Path(os.environ[_RUN_DIR_VARIABLE])
-        elif any(os.environ.get(name) for name in _RANK_VARIABLES):
-            run_dir = Path(root)
+        if any(os.environ.get(name) for name in _RANK_VARIABLES):
+            run_dir = Path(os.environ.get(_RUN_DIR_VARIABLE) or root)
         else:
             run_dir = new_run_dir(root)
             os.environ[_RUN_DIR_VARIABLE] = str(run_dir)  # inherited by the DDP processes Lightning starts

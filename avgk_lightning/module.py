@@ -249,7 +249,14 @@ class TwoHeadModule(LightningModule):
         return logged
 
     def on_validation_epoch_end(self) -> None:
-        self._evaluation_epoch_end("val")
+        logged = self._evaluation_epoch_end("val")
+        if not self.trainer.sanity_checking:
+            name = f"avgk_acc@{format_k(self.k)}"
+            summary = ", ".join(
+                f"{key} {logged[key]:.4f}" for key in (f"val/{name}", f"val/softmax/{name}", f"val/oracle/{name}")
+                if key in logged
+            )
+            rank_zero_info(f"Epoch {self.current_epoch}: {summary}")
 
     def on_test_epoch_start(self) -> None:
         missing = [head for head in self.evaluation_heads if head not in self.average_k_thresholds]

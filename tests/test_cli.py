@@ -40,17 +40,10 @@ def _cli(args):
         )
 
 
-@pytest.fixture(autouse=True)
-def _fresh_run_dir_variable(monkeypatch):
-    monkeypatch.delenv("AVGK_RUN_DIR", raising=False)
-
-
 @pytest.fixture(scope="module")
 def fitted(tmp_path_factory):
     root = tmp_path_factory.mktemp("runs")
-    os.environ.pop("AVGK_RUN_DIR", None)
     cli = _cli(["fit", "--config", CONFIG, *SMALL, f"--trainer.default_root_dir={root}"])
-    os.environ.pop("AVGK_RUN_DIR", None)
     return root, cli
 
 
@@ -88,7 +81,6 @@ def test_train_py_prints_the_results_table(fitted):
     root, _ = fitted
     checkpoint_path = root / "version_0" / "checkpoints" / "best.ckpt"
     env = {**os.environ, "WANDB_MODE": "disabled"}
-    env.pop("AVGK_RUN_DIR", None)
     result = subprocess.run(
         [sys.executable, "train.py", "test", "--config", CONFIG, *SMALL, f"--trainer.default_root_dir={root}",
          f"--ckpt_path={checkpoint_path}", "--verbose=false"],
@@ -98,6 +90,27 @@ def test_train_py_prints_the_results_table(fitted):
     output = result.stdout + result.stderr
     assert "| K | avg-K acc, multi-label head | avg-K acc, softmax head | avg-K acc, Bayes oracle |" in output
     assert sum(line.startswith("| ") and line.split("|")[1].strip() in KS for line in output.splitlines()) == 5
+
+
+def test_predict_returns_the_sets_of_every_calibrated_k(fitted):
+    root, _ = fitted
+    checkpoint_path = root / "version_0" / "checkpoints" / "best.ckpt"
+    saved = torch.load(checkpoint_path, weights_only=True)["average_k"]["thresholds"]["multilabel"]
+    cli = _cli(["predict", "--config", CONFIG, *SMALL, f"--trainer.default_root_dir={root}", f"--ckpt_path={checkpoint_path}"])
+    predictions = cli.trainer.predict_loop.predictions
+    scores = torch.cat([batch["scores"] for batch in predictions])
+    assert scores.shape == (257, 40)
+    for k, threshold in saved.items():
+        sets = torch.cat([batch["sets"][k] for batch in predictions])
+        assert torch.equal(sets, scores >= threshold)
+        assert sets.sum(dim=1).float().mean().item() == pytest.approx(k, rel=0.3)
+
+
+def test_two_cli_runs_in_one_process_get_two_run_dirs(tmp_path):
+    for _ in range(2):
+        _cli(["validate", "--config", CONFIG, *SMALL, f"--trainer.default_root_dir={tmp_path}",
+              "--model=tests.helpers.TinyCNNModule"])
+    assert (tmp_path / "version_0" / "config.yaml").is_file() and (tmp_path / "version_1" / "config.yaml").is_file()
 
 
 def test_test_without_calibrated_thresholds_says_what_to_do(tmp_path):
@@ -113,6 +126,16 @@ def test_a_subclass_with_its_own_backbone_trains_by_class_path(tmp_path):
     assert isinstance(cli.model, TinyCNNModule) and cli.model.softmax_head.in_features == 8
     assert (tmp_path / "version_0" / "checkpoints" / "best.ckpt").is_file()
     assert "val/avgk_acc@2" in cli.trainer.callback_metrics
+
+
+def test_softmax_config_reports_the_softmax_head_as_the_set_head(tmp_path):
+    config = str(ROOT / "configs" / "synthetic_softmax.yaml")
+    cli = _cli(["fit", "--config", config, *SMALL, f"--trainer.default_root_dir={tmp_path}"])
+    metrics = cli.trainer.callback_metrics
+    assert cli.model.method == "softmax"
+    assert "val/avgk_acc@2" in metrics and "val/oracle/avgk_acc@2" in metrics
+    assert not any(name.startswith("val/softmax/") for name in metrics)
+    assert "train/pseudo_label_set_size" not in metrics
 
 
 def test_new_run_dir_never_reuses_a_directory(tmp_path):
