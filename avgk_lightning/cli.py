@@ -12,9 +12,11 @@ from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities import rank_zero_info
 
 from avgk_lightning.callbacks import PseudoLabelThreshold
+from avgk_lightning.data.base import AverageKDataModule
 from avgk_lightning.metrics import format_k
+from avgk_lightning.module import TwoHeadModule
 
-__all__ = ["AverageKCLI", "new_run_dir"]
+__all__ = ["AverageKCLI", "new_run_dir", "run_cli"]
 
 _RUN_DIR_VARIABLE = "AVGK_RUN_DIR"
 # Set in processes that a launcher (torchrun, SLURM, Lightning's DDP) started as one rank of a job.
@@ -101,3 +103,20 @@ class AverageKCLI(LightningCLI):
                 f"{checkpoint.best_model_path}\nTest it with: python train.py test --config CONFIG "
                 f"--ckpt_path {checkpoint.best_model_path}"
             )
+
+
+def run_cli(args: list[str] | None = None) -> AverageKCLI:
+    """Run ``train.py``'s command line: any TwoHeadModule and AverageKDataModule subclass by class path.
+
+    `args` replaces ``sys.argv[1:]`` (e.g. from a notebook or a test):
+    ``run_cli(["fit", "--config", "configs/synthetic_two_head.yaml"])``.
+    """
+    return AverageKCLI(
+        TwoHeadModule,
+        AverageKDataModule,
+        subclass_mode_model=True,
+        subclass_mode_data=True,
+        seed_everything_default=0,
+        save_config_kwargs={"overwrite": False},
+        args=args,
+    )

@@ -9,9 +9,7 @@ from unittest import mock
 import pytest
 import torch
 
-from avgk_lightning.cli import AverageKCLI, new_run_dir
-from avgk_lightning.data.base import AverageKDataModule
-from avgk_lightning.module import TwoHeadModule
+from avgk_lightning.cli import new_run_dir, run_cli
 from tests.helpers import TinyCNNModule
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -29,15 +27,7 @@ KS = ["1", "2", "3", "5", "10"]
 
 def _cli(args):
     with mock.patch("sys.argv", ["train.py"]):
-        return AverageKCLI(
-            TwoHeadModule,
-            AverageKDataModule,
-            subclass_mode_model=True,
-            subclass_mode_data=True,
-            seed_everything_default=0,
-            save_config_kwargs={"overwrite": False},
-            args=args,
-        )
+        return run_cli(args)
 
 
 @pytest.fixture(scope="module")
