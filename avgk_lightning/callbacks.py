@@ -127,7 +127,9 @@ class PseudoLabelThreshold(Callback):
         if self._histogram is None:
             payload = trainer.strategy.reduce(self._totals, reduce_op="sum")
         else:
-            payload = trainer.strategy.reduce(torch.cat([self._histogram, self._totals.round().long()]), reduce_op="sum")
+            payload = trainer.strategy.reduce(
+                torch.cat([self._histogram, self._totals.round().long()]), reduce_op="sum"
+            )
         samples, positives, threshold_sum, batches = (float(value) for value in payload[-4:])
         histogram = None if self._histogram is None else payload[:-4]
         self._histogram, self._totals = None, None

@@ -29,9 +29,7 @@ _PREFILTER_SAMPLE_SIZE = 1 << 17
 
 def _check_k(k: float, num_classes: int, name: str = "k") -> None:
     if isinstance(k, bool) or not isinstance(k, (int, float)) or not 0 < k < num_classes:
-        raise ValueError(
-            f"Expected argument `{name}` to be a number in (0, num_classes={num_classes}), but got {k!r}"
-        )
+        raise ValueError(f"Expected argument `{name}` to be a number in (0, num_classes={num_classes}), but got {k!r}")
 
 
 def _check_scores(scores: Tensor) -> None:
@@ -188,9 +186,7 @@ def mean_set_size(scores: Tensor, threshold: float | Tensor) -> Tensor:
     return average_k_sets(scores, threshold).sum(dim=1, dtype=torch.float32).mean()
 
 
-def topk_accuracy(
-    scores: Tensor, target: Tensor, k: int, average: Literal["micro", "macro"] = "micro"
-) -> Tensor:
+def topk_accuracy(scores: Tensor, target: Tensor, k: int, average: Literal["micro", "macro"] = "micro") -> Tensor:
     """Fraction of samples whose true label is among their `k` highest scores (sets of exactly `k`).
 
     Ties are broken towards the true label (it counts as in the top-k when its score equals the k-th).

@@ -52,7 +52,7 @@ class SoftmaxLoss(AverageKLoss):
 
 
 class TwoHeadLoss(AverageKLoss):
-    r"""The two-head loss: :math:`\mathrm{CE}(a, y) + \mu \cdot \mathrm{BCE}(m, \tilde y)`, sets from the multi-label head.
+    r"""Two-head loss :math:`\mathrm{CE}(a, y) + \mu \cdot \mathrm{BCE}(m, \tilde y)`, sets from the multi-label head.
 
     BCE is averaged over classes and samples; :math:`\tilde y` are the (gradient-free) pseudo-labels.
 

@@ -253,7 +253,8 @@ class TwoHeadModule(LightningModule):
         if not self.trainer.sanity_checking:
             name = f"avgk_acc@{format_k(self.k)}"
             summary = ", ".join(
-                f"{key} {logged[key]:.4f}" for key in (f"val/{name}", f"val/softmax/{name}", f"val/oracle/{name}")
+                f"{key} {logged[key]:.4f}"
+                for key in (f"val/{name}", f"val/softmax/{name}", f"val/oracle/{name}")
                 if key in logged
             )
             rank_zero_info(f"Epoch {self.current_epoch}: {summary}")

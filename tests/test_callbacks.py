@@ -74,9 +74,7 @@ def test_batch_scope_keeps_the_batch_rule(tmp_path):
     trainer.fit(_frozen_module(), _data())
     assert probe.thresholds == [None, None]
     # every batch has exactly round(B (K - 1)) non-true positives: 9 batches of 64 and one of 24
-    assert trainer.callback_metrics["train/pseudo_label_set_size"].item() == pytest.approx(
-        1 + (9 * 128 + 48) / 600
-    )
+    assert trainer.callback_metrics["train/pseudo_label_set_size"].item() == pytest.approx(1 + (9 * 128 + 48) / 600)
 
 
 def test_softmax_method_is_left_alone(tmp_path):
@@ -101,9 +99,7 @@ def test_threshold_is_checkpointed_and_restored_on_resume(tmp_path):
 
 def test_module_without_the_callback_warns_and_uses_the_batch_rule(tmp_path):
     with pytest.warns(UserWarning, match="No PseudoLabelThreshold callback"):
-        _trainer(tmp_path, [], max_epochs=1, limit_train_batches=2, limit_val_batches=0).fit(
-            _frozen_module(), _data()
-        )
+        _trainer(tmp_path, [], max_epochs=1, limit_train_batches=2, limit_val_batches=0).fit(_frozen_module(), _data())
 
 
 def test_scope_is_validated():

@@ -54,7 +54,9 @@ def test_test_applies_the_checkpointed_thresholds_to_both_heads(fitted):
     root, _ = fitted
     checkpoint_path = root / "version_0" / "checkpoints" / "best.ckpt"
     saved = torch.load(checkpoint_path, weights_only=True)["average_k"]["thresholds"]
-    cli = _cli(["test", "--config", CONFIG, *SMALL, f"--trainer.default_root_dir={root}", f"--ckpt_path={checkpoint_path}"])
+    cli = _cli(
+        ["test", "--config", CONFIG, *SMALL, f"--trainer.default_root_dir={root}", f"--ckpt_path={checkpoint_path}"]
+    )
     metrics = cli.trainer.callback_metrics
     assert (root / "version_1" / "config.yaml").is_file()  # a new run dir, nothing overwritten
     for k in KS:
@@ -72,9 +74,22 @@ def test_train_py_prints_the_results_table(fitted):
     checkpoint_path = root / "version_0" / "checkpoints" / "best.ckpt"
     env = {**os.environ, "WANDB_MODE": "disabled"}
     result = subprocess.run(
-        [sys.executable, "train.py", "test", "--config", CONFIG, *SMALL, f"--trainer.default_root_dir={root}",
-         f"--ckpt_path={checkpoint_path}", "--verbose=false"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "train.py",
+            "test",
+            "--config",
+            CONFIG,
+            *SMALL,
+            f"--trainer.default_root_dir={root}",
+            f"--ckpt_path={checkpoint_path}",
+            "--verbose=false",
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     output = result.stdout + result.stderr
@@ -86,7 +101,9 @@ def test_predict_returns_the_sets_of_every_calibrated_k(fitted):
     root, _ = fitted
     checkpoint_path = root / "version_0" / "checkpoints" / "best.ckpt"
     saved = torch.load(checkpoint_path, weights_only=True)["average_k"]["thresholds"]["multilabel"]
-    cli = _cli(["predict", "--config", CONFIG, *SMALL, f"--trainer.default_root_dir={root}", f"--ckpt_path={checkpoint_path}"])
+    cli = _cli(
+        ["predict", "--config", CONFIG, *SMALL, f"--trainer.default_root_dir={root}", f"--ckpt_path={checkpoint_path}"]
+    )
     predictions = cli.trainer.predict_loop.predictions
     scores = torch.cat([batch["scores"] for batch in predictions])
     assert scores.shape == (257, 40)
@@ -98,8 +115,16 @@ def test_predict_returns_the_sets_of_every_calibrated_k(fitted):
 
 def test_two_cli_runs_in_one_process_get_two_run_dirs(tmp_path):
     for _ in range(2):
-        _cli(["validate", "--config", CONFIG, *SMALL, f"--trainer.default_root_dir={tmp_path}",
-              "--model=tests.helpers.TinyCNNModule"])
+        _cli(
+            [
+                "validate",
+                "--config",
+                CONFIG,
+                *SMALL,
+                f"--trainer.default_root_dir={tmp_path}",
+                "--model=tests.helpers.TinyCNNModule",
+            ]
+        )
     assert (tmp_path / "version_0" / "config.yaml").is_file() and (tmp_path / "version_1" / "config.yaml").is_file()
 
 
@@ -110,8 +135,16 @@ def test_test_without_calibrated_thresholds_says_what_to_do(tmp_path):
 
 def test_a_subclass_with_its_own_backbone_trains_by_class_path(tmp_path):
     cli = _cli(
-        ["fit", "--config", CONFIG, *SMALL, f"--trainer.default_root_dir={tmp_path}",
-         "--model=tests.helpers.TinyCNNModule", "--model.init_args.width=8", "--model.init_args.k=2"]
+        [
+            "fit",
+            "--config",
+            CONFIG,
+            *SMALL,
+            f"--trainer.default_root_dir={tmp_path}",
+            "--model=tests.helpers.TinyCNNModule",
+            "--model.init_args.width=8",
+            "--model.init_args.k=2",
+        ]
     )
     assert isinstance(cli.model, TinyCNNModule) and cli.model.softmax_head.in_features == 8
     assert (tmp_path / "version_0" / "checkpoints" / "best.ckpt").is_file()

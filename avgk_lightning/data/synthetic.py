@@ -85,7 +85,9 @@ class SyntheticAmbiguityDataModule(AverageKDataModule):
             )
         for name, value in (("train_size", train_size), ("val_size", val_size), ("test_size", test_size)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"Expected argument `{name}` to be a positive integer (an empty split), but got {value!r}")
+                raise ValueError(
+                    f"Expected argument `{name}` to be a positive integer (an empty split), but got {value!r}"
+                )
         for name, value in (("ambiguity", ambiguity), ("label_noise", label_noise)):
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"Expected argument `{name}` to be in [0, 1], but got {value!r}")
