@@ -5,6 +5,7 @@ from __future__ import annotations
 import difflib
 import warnings
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, Literal
 
 import torch
@@ -50,6 +51,8 @@ class TwoHeadModule(LightningModule):
         pretrained: load the backbone's pretrained weights through timm (needs network or a local file).
         weights_path: a local weights file for the backbone (implies pretrained), e.g. a timm or
             torchvision ``.pth``/``.safetensors`` file.
+        small_input_stem: for 32x32 inputs (CIFAR): replace a timm ResNet's 7x7 stride-2 stem convolution
+            and its max-pool by one 3x3 stride-1 convolution, the usual CIFAR ResNet.
         method: ``"two_head"`` or ``"softmax"``.
         k: target average set size of the pseudo-labels, in [1, L).
         mu: weight of the multi-label term of the two-head loss.
@@ -72,6 +75,7 @@ class TwoHeadModule(LightningModule):
         backbone: str = "resnet18",
         pretrained: bool = False,
         weights_path: str | None = None,
+        small_input_stem: bool = False,
         method: Literal["two_head", "softmax"] = "two_head",
         k: float = 3.0,
         mu: float = 1.0,
@@ -147,10 +151,25 @@ class TwoHeadModule(LightningModule):
         weights_path = self.hparams.weights_path
         kwargs: dict[str, Any] = {}
         if weights_path is not None:
-            kwargs["pretrained_cfg_overlay"] = {"file": str(weights_path)}
+            if not Path(weights_path).expanduser().is_file():
+                raise FileNotFoundError(
+                    f"Backbone weights file not found: {weights_path} (argument `weights_path`). Save the weights "
+                    f"of {name!r} there (e.g. on a machine with internet: torch.save(timm.create_model({name!r}, "
+                    "pretrained=True).state_dict(), PATH)), or pass `weights_path: null` to train from scratch."
+                )
+            kwargs["pretrained_cfg_overlay"] = {"file": str(Path(weights_path).expanduser())}
         model = timm.create_model(
             name, pretrained=self.hparams.pretrained or weights_path is not None, num_classes=0, **kwargs
         )
+        if self.hparams.small_input_stem:
+            stem = getattr(model, "conv1", None)
+            if not isinstance(stem, nn.Conv2d) or not hasattr(model, "maxpool"):
+                raise ValueError(
+                    f"`small_input_stem` applies to timm ResNets (a `conv1` convolution and a `maxpool`); "
+                    f"{name!r} has none: override `build_backbone` instead"
+                )
+            model.conv1 = nn.Conv2d(stem.in_channels, stem.out_channels, 3, stride=1, padding=1, bias=False)
+            model.maxpool = nn.Identity()
         width = getattr(model, "head_hidden_size", None) or model.num_features
         return model, int(width)
 

@@ -77,10 +77,10 @@ def test_images_carry_the_class_signal(data):
 @pytest.mark.parametrize(
     "kwargs, message",
     [
-        ({"ambiguity": 1.5}, "`ambiguity` to be in \\[0, 1\\], but got 1.5"),
+        ({"ambiguity": 1.5}, "`ambiguity` to be a probability in \\[0, 1\\], but got 1.5"),
         ({"label_noise": -0.1}, "`label_noise`"),
         ({"train_size": 0}, "`train_size` to be a positive integer"),
-        ({"classes_per_superclass": 1}, "`classes_per_superclass`"),
+        ({"classes_per_superclass": 1}, "`classes_per_superclass` to be an integer >= 2, but got 1"),
         ({"batch_size": 0}, "`batch_size` to be a positive integer"),
     ],
 )

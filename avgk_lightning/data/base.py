@@ -11,6 +11,19 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 
+def check_integer(name: str, value: object, minimum: int = 1) -> None:
+    """Raise a ValueError naming argument `name` unless `value` is an integer >= `minimum`."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        expected = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
+        raise ValueError(f"Expected argument `{name}` to be {expected}, but got {value!r}")
+
+
+def check_probability(name: str, value: object) -> None:
+    """Raise a ValueError naming argument `name` unless `value` is a number in [0, 1]."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
+        raise ValueError(f"Expected argument `{name}` to be a probability in [0, 1], but got {value!r}")
+
+
 class AverageKDataModule(LightningDataModule, ABC):
     """Base data module: `batch_size` is per device; evaluation sees every sample exactly once.
 
@@ -34,10 +47,8 @@ class AverageKDataModule(LightningDataModule, ABC):
         persistent_workers: bool = True,
     ) -> None:
         super().__init__()
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"Expected argument `batch_size` to be a positive integer, but got {batch_size!r}")
-        if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 0:
-            raise ValueError(f"Expected argument `num_workers` to be an integer >= 0, but got {num_workers!r}")
+        check_integer("batch_size", batch_size)
+        check_integer("num_workers", num_workers, minimum=0)
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.pin_memory = pin_memory

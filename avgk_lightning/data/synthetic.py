@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import TensorDataset
 
-from avgk_lightning.data.base import AverageKDataModule
+from avgk_lightning.data.base import AverageKDataModule, check_integer, check_probability
 
 _SPLIT_OFFSETS = {"train": 1, "val": 2, "test": 3}
 
@@ -77,20 +77,12 @@ class SyntheticAmbiguityDataModule(AverageKDataModule):
     ) -> None:
         super().__init__(batch_size, num_workers, pin_memory, persistent_workers)
         for name, value in (("num_superclasses", num_superclasses), ("image_size", image_size)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"Expected argument `{name}` to be a positive integer, but got {value!r}")
-        if not isinstance(classes_per_superclass, int) or classes_per_superclass < 2:
-            raise ValueError(
-                f"Expected argument `classes_per_superclass` to be an integer >= 2, but got {classes_per_superclass!r}"
-            )
+            check_integer(name, value)
+        check_integer("classes_per_superclass", classes_per_superclass, minimum=2)
         for name, value in (("train_size", train_size), ("val_size", val_size), ("test_size", test_size)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(
-                    f"Expected argument `{name}` to be a positive integer (an empty split), but got {value!r}"
-                )
-        for name, value in (("ambiguity", ambiguity), ("label_noise", label_noise)):
-            if not 0.0 <= value <= 1.0:
-                raise ValueError(f"Expected argument `{name}` to be in [0, 1], but got {value!r}")
+            check_integer(name, value)
+        check_probability("ambiguity", ambiguity)
+        check_probability("label_noise", label_noise)
         for name, value in (("power", power), ("sibling_distance", sibling_distance), ("noise", noise)):
             if value < 0:
                 raise ValueError(f"Expected argument `{name}` to be >= 0, but got {value!r}")

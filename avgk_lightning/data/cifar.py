@@ -1,0 +1,255 @@
+"""CIFAR-100 from the official python pickles, with superclass label noise on the training labels."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import pickle
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
+from torch import Tensor
+from torch.utils.data import Dataset
+from torchvision.transforms import v2
+
+from avgk_lightning.data.base import AverageKDataModule, check_integer, check_probability
+
+__all__ = ["CIFAR100DataModule"]
+
+FOLDER = "cifar-100-python"
+# The published MD5 checksums of the files of cifar-100-python.tar.gz (the same that torchvision checks).
+CHECKSUMS = {
+    "train": "16019d7e3df5f24257cddd939b257f8d",
+    "test": "f0ef6b0ae62326f3e7ffdfab6717acfc",
+    "meta": "7973b15100ade9c7d40fb424638fde48",
+}
+MEAN = (125.3 / 255, 123.0 / 255, 113.9 / 255)
+STD = (63.0 / 255, 62.1 / 255, 66.7 / 255)
+
+
+class _ImageTensorDataset(Dataset):
+    """(image, label) from uint8 (N, 3, 32, 32) images, transformed on the fly."""
+
+    def __init__(self, images: Tensor, labels: Tensor, transform: v2.Transform) -> None:
+        self.images, self.labels, self.transform = images, labels, transform
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
+        return self.transform(self.images[index]), self.labels[index]
+
+
+def _md5(path: Path) -> str:
+    digest = hashlib.md5()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _unpickle(path: Path) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as handle:
+            return pickle.load(handle, encoding="latin1")
+    except (pickle.UnpicklingError, EOFError, ValueError) as error:
+        raise ValueError(f"{path} is not a CIFAR-100 python pickle ({error}); re-extract the archive") from error
+
+
+class CIFAR100DataModule(AverageKDataModule):
+    """CIFAR-100 with the protocol of the reference code: 45k/5k train/val split, label noise in train only.
+
+    Reads the official ``cifar-100-python/{train,test,meta}`` pickles under ``data_dir`` (or ``data_dir``
+    may be that folder itself) and checks their published MD5 checksums unless
+    ``verify_checksums=False`` (for re-packed copies and test fixtures). ``download=True`` fetches the
+    archive with torchvision (machines with internet only).
+
+    * Split: ``val_size`` images of the official training set, drawn with ``split_seed``, form the
+      validation split; the rest is the training split; the official test set is untouched.
+    * Label noise (the ambiguity of the paper's CIFAR-100 experiments): each training label is, with
+      probability ``noise``, replaced by another fine class of the same official superclass (drawn
+      uniformly among its siblings, from the coarse labels of the files), so the realised rate is
+      ``noise`` in expectation. Validation and test labels stay clean. The realised rate is logged,
+      ``noisy_indices`` / ``clean_train_labels`` record which labels changed, and the changes are
+      written to ``label_noise.json`` in the run directory.
+    * Transforms: RandomCrop(32, padding=4) and horizontal flips for training; normalisation with mean
+      (125.3, 123.0, 113.9)/255 and std (63.0, 62.1, 66.7)/255.
+
+    Args:
+        data_dir: folder holding ``cifar-100-python/`` (or that folder).
+        noise: probability of replacing a training label by a sibling class, in [0, 1].
+        val_size: images of the official training set held out for validation.
+        split_seed: seed of the train/val split.
+        noise_seed: seed of the label noise.
+        download: fetch the archive if the files are absent (needs internet).
+        verify_checksums: check the files' MD5 checksums.
+        augment: random crops and flips for training.
+        batch_size, num_workers, pin_memory, persistent_workers: see
+            :class:`~avgk_lightning.data.base.AverageKDataModule`.
+    """
+
+    def __init__(
+        self,
+        data_dir: str | os.PathLike,
+        noise: float = 0.0,
+        val_size: int = 5000,
+        split_seed: int = 0,
+        noise_seed: int = 0,
+        download: bool = False,
+        verify_checksums: bool = True,
+        augment: bool = True,
+        batch_size: int = 64,
+        num_workers: int = 2,
+        pin_memory: bool = True,
+        persistent_workers: bool = True,
+    ) -> None:
+        super().__init__(batch_size, num_workers, pin_memory, persistent_workers)
+        check_probability("noise", noise)
+        check_integer("val_size", val_size)
+        self.data_dir = Path(data_dir).expanduser()
+        self.noise = float(noise)
+        self.val_size = val_size
+        self.split_seed = split_seed
+        self.noise_seed = noise_seed
+        self.download = download
+        self.verify_checksums = verify_checksums
+        self.augment = augment
+        self._arrays: dict[str, Any] | None = None
+        self.noisy_indices: Tensor | None = None
+        self.clean_train_labels: Tensor | None = None
+        self.realised_noise_rate: float | None = None
+
+    @property
+    def num_classes(self) -> int:
+        return 100
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(self._load()["fine_names"])
+
+    @property
+    def class_counts(self) -> Tensor:
+        self._prepare_splits()
+        return torch.bincount(self.train_dataset.labels, minlength=self.num_classes)
+
+    def _folder(self) -> Path:
+        return self.data_dir if self.data_dir.name == FOLDER else self.data_dir / FOLDER
+
+    def prepare_data(self) -> None:
+        if self.download and not all((self._folder() / name).is_file() for name in CHECKSUMS):
+            from torchvision.datasets import CIFAR100
+
+            CIFAR100(str(self._folder().parent), train=True, download=True)
+
+    def _load(self) -> dict[str, Any]:
+        if self._arrays is not None:
+            return self._arrays
+        folder = self._folder()
+        missing = [name for name in CHECKSUMS if not (folder / name).is_file()]
+        if missing:
+            raise FileNotFoundError(
+                f"CIFAR-100 files not found: {', '.join(str(folder / name) for name in missing)} "
+                f"(argument `data_dir`={self.data_dir}). Download cifar-100-python.tar.gz (the python version, "
+                f"from the CIFAR page) on a machine with internet and extract it into {folder.parent} so that "
+                f"{folder}/train, test and meta exist, or pass `download=True` where this machine has internet."
+            )
+        if self.verify_checksums:
+            for name, expected in CHECKSUMS.items():
+                actual = _md5(folder / name)
+                if actual != expected:
+                    raise ValueError(
+                        f"Checksum mismatch for {folder / name}: MD5 {actual}, expected {expected} (the published "
+                        "file). Re-extract the archive, or pass `verify_checksums=False` for a re-packed copy."
+                    )
+        train, test, meta = (_unpickle(folder / name) for name in ("train", "test", "meta"))
+        arrays = {"fine_names": meta["fine_label_names"]}
+        for split, content in (("train", train), ("test", test)):
+            for key in ("data", "fine_labels", "coarse_labels"):
+                if key not in content:
+                    raise ValueError(f"{folder / split} has no {key!r} entry: not a CIFAR-100 python pickle")
+            data = np.asarray(content["data"], dtype=np.uint8)
+            arrays[split] = (
+                torch.from_numpy(data.reshape(-1, 3, 32, 32).copy()),
+                torch.as_tensor(content["fine_labels"], dtype=torch.long),
+                torch.as_tensor(content["coarse_labels"], dtype=torch.long),
+            )
+        self._arrays = arrays
+        return arrays
+
+    def _superclass_siblings(self, fine: Tensor, coarse: Tensor) -> list[Tensor]:
+        superclass_of = torch.full((self.num_classes,), -1, dtype=torch.long)
+        superclass_of[fine] = coarse
+        return [torch.nonzero(superclass_of == superclass_of[c]).flatten() for c in range(self.num_classes)]
+
+    def _apply_noise(self, labels: Tensor, siblings: list[Tensor]) -> Tensor:
+        generator = torch.Generator().manual_seed(self.noise_seed)
+        flip = torch.rand(len(labels), generator=generator) < self.noise
+        draws = torch.rand(len(labels), generator=generator)
+        noisy = labels.clone()
+        for index in torch.nonzero(flip).flatten().tolist():
+            others = siblings[labels[index]][siblings[labels[index]] != labels[index]]
+            if len(others):
+                noisy[index] = others[int(draws[index] * len(others))]
+        return noisy
+
+    def _prepare_splits(self) -> None:
+        if self.train_dataset is not None:
+            return
+        arrays = self._load()
+        images, fine, coarse = arrays["train"]
+        if self.val_size >= len(fine):
+            raise ValueError(
+                f"Expected argument `val_size` ({self.val_size}) to be smaller than the {len(fine)} images of "
+                f"{self._folder() / 'train'}"
+            )
+        order = torch.randperm(len(fine), generator=torch.Generator().manual_seed(self.split_seed))
+        val_index, train_index = order[: self.val_size].sort().values, order[self.val_size :].sort().values
+        clean = fine[train_index]
+        noisy = self._apply_noise(clean, self._superclass_siblings(fine, coarse))
+        self.clean_train_labels = clean
+        self.noisy_indices = torch.nonzero(noisy != clean).flatten()
+        self.realised_noise_rate = len(self.noisy_indices) / len(clean)
+        normalize = [v2.ToDtype(torch.float32, scale=True), v2.Normalize(MEAN, STD)]
+        augment = [v2.RandomCrop(32, padding=4), v2.RandomHorizontalFlip()] if self.augment else []
+        train_transform, eval_transform = v2.Compose([*augment, *normalize]), v2.Compose(normalize)
+        self.train_dataset = _ImageTensorDataset(images[train_index], noisy, train_transform)
+        self.val_dataset = _ImageTensorDataset(images[val_index], fine[val_index], eval_transform)
+        test_images, test_fine, _ = arrays["test"]
+        self.test_dataset = _ImageTensorDataset(test_images, test_fine, eval_transform)
+
+    def _report_noise(self) -> None:
+        message = (
+            f"CIFAR-100 label noise: {len(self.noisy_indices)} of {len(self.clean_train_labels)} training labels "
+            f"changed (realised rate {self.realised_noise_rate:.4f}, requested {self.noise})"
+        )
+        rank_zero_info(message)
+        trainer = self.trainer
+        if trainer is None or not trainer.is_global_zero:
+            return
+        for logger in trainer.loggers:
+            logger.log_metrics({"data/realised_noise_rate": self.realised_noise_rate}, step=0)
+        run_dir = Path(trainer.default_root_dir)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        record = {
+            "requested_noise": self.noise,
+            "realised_noise_rate": self.realised_noise_rate,
+            "noise_seed": self.noise_seed,
+            "split_seed": self.split_seed,
+            "train_index_of_changed_labels": self.noisy_indices.tolist(),
+            "clean_labels": self.clean_train_labels[self.noisy_indices].tolist(),
+            "noisy_labels": self.train_dataset.labels[self.noisy_indices].tolist(),
+        }
+        path = run_dir / "label_noise.json"
+        if path.exists():
+            rank_zero_warn(f"{path} exists already (from another run in this directory): not overwritten")
+        else:
+            path.write_text(json.dumps(record))
+
+    def setup(self, stage: str | None = None) -> None:
+        self._prepare_splits()
+        if stage in (None, "fit"):
+            self._report_noise()

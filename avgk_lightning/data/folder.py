@@ -1,0 +1,255 @@
+"""Image folders: ``train/``, ``val/``, ``test/`` with one sub-folder per class, the way users bring data."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import torch
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
+from PIL import Image, UnidentifiedImageError
+from torch import Tensor
+from torch.utils.data import Dataset
+from torchvision import transforms as T
+
+from avgk_lightning.data.base import AverageKDataModule, check_integer
+
+__all__ = ["ImageFolderDataModule", "ImageFileDataset", "IMAGE_EXTENSIONS"]
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+SPLITS = ("train", "val", "test")
+
+
+def _is_image(path: Path) -> bool:
+    return path.suffix.lower() in IMAGE_EXTENSIONS
+
+
+def _read_rgb(path: Path) -> Image.Image:
+    try:
+        with Image.open(path) as image:
+            return image.convert("RGB")
+    except (OSError, UnidentifiedImageError, ValueError) as error:
+        raise RuntimeError(
+            f"Cannot read image {path}: {error}. Replace or remove the file, or pass "
+            "`skip_corrupt=True` (--data.init_args.skip_corrupt true) to skip unreadable images."
+        ) from error
+
+
+class ImageFileDataset(Dataset):
+    """(image, label) pairs read from files; with ``labels=None`` items are (image, index) (prediction)."""
+
+    def __init__(self, paths: Sequence[Path], labels: Sequence[int] | None, transform: Callable) -> None:
+        self.paths = list(paths)
+        self.labels = None if labels is None else torch.as_tensor(labels, dtype=torch.long)
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> tuple[Tensor, Tensor | int]:
+        image = self.transform(_read_rgb(self.paths[index]))
+        return (image, index) if self.labels is None else (image, self.labels[index])
+
+
+class ImageFolderDataModule(AverageKDataModule):
+    """Any ``data_dir/{train,val,test}/<class>/<image>`` tree; class indices come from the training split.
+
+    Classes are the sub-folders of ``train/`` in sorted order (override :meth:`_class_folders` for
+    another order, as :class:`~avgk_lightning.data.PlantNet300KDataModule` does). A class may be absent
+    from ``val/`` or ``test/``; a class folder there that ``train/`` lacks is an error naming it.
+
+    Transforms: the reference recipe of the Pl@ntNet-300K code (train ``Resize(resize_size)`` +
+    ``RandomCrop(image_size)``; evaluation ``Resize(resize_size)`` + ``CenterCrop(image_size)``;
+    ImageNet normalisation), or, with ``transforms_from_model="resnet50.tv_in1k"``, the data config of
+    that timm model (its input size, interpolation, crop and normalisation).
+
+    Args:
+        data_dir: the folder holding ``train/``, ``val/`` and ``test/``.
+        image_size: side of the crops fed to the network.
+        resize_size: side the shorter edge is resized to before cropping.
+        transforms_from_model: a timm model name whose data config replaces the reference transforms.
+        predict_dir: a folder of images (searched recursively) for ``predict``; default the test split.
+        skip_corrupt: check every image at set-up and skip the unreadable ones, logging each and the
+            count (default: an unreadable image stops the run with its path).
+        batch_size, num_workers, pin_memory, persistent_workers: see
+            :class:`~avgk_lightning.data.base.AverageKDataModule`.
+
+    Example:
+        >>> import tempfile
+        >>> from PIL import Image
+        >>> root = Path(tempfile.mkdtemp())
+        >>> for split in ("train", "val", "test"):
+        ...     for name in ("daisy", "rose"):
+        ...         (root / split / name).mkdir(parents=True)
+        ...         Image.new("RGB", (40, 30)).save(root / split / name / "a.jpg")
+        >>> data = ImageFolderDataModule(root, image_size=32, resize_size=36, batch_size=2)
+        >>> data.setup("fit")
+        >>> images, targets = next(iter(data.val_dataloader()))
+        >>> data.class_names, tuple(images.shape), data.class_counts.tolist()
+        (['daisy', 'rose'], (2, 3, 32, 32), [1, 1])
+    """
+
+    def __init__(
+        self,
+        data_dir: str | os.PathLike,
+        image_size: int = 224,
+        resize_size: int = 256,
+        transforms_from_model: str | None = None,
+        predict_dir: str | os.PathLike | None = None,
+        skip_corrupt: bool = False,
+        batch_size: int = 32,
+        num_workers: int = 4,
+        pin_memory: bool = True,
+        persistent_workers: bool = True,
+    ) -> None:
+        super().__init__(batch_size, num_workers, pin_memory, persistent_workers)
+        self.data_dir = Path(data_dir).expanduser()
+        if not self.data_dir.is_dir():
+            raise FileNotFoundError(
+                f"Data directory not found: {self.data_dir} (argument `data_dir`). Pass the folder that "
+                "holds train/, val/ and test/."
+            )
+        for split in SPLITS:
+            if not (self.data_dir / split).is_dir():
+                raise FileNotFoundError(
+                    f"Split folder not found: {self.data_dir / split}. `data_dir` must hold train/, val/ and "
+                    "test/, each with one sub-folder per class."
+                )
+        check_integer("image_size", image_size)
+        check_integer("resize_size", resize_size)
+        if resize_size < image_size:
+            raise ValueError(
+                f"Expected argument `resize_size` ({resize_size}) to be >= `image_size` ({image_size}): "
+                "images are resized, then cropped"
+            )
+        self.predict_dir = None if predict_dir is None else Path(predict_dir).expanduser()
+        if self.predict_dir is not None and not self.predict_dir.is_dir():
+            raise FileNotFoundError(f"Prediction folder not found: {self.predict_dir} (argument `predict_dir`)")
+        self.image_size = image_size
+        self.resize_size = resize_size
+        self.transforms_from_model = transforms_from_model
+        self.skip_corrupt = skip_corrupt
+        self._classes = self._class_folders()
+        if not self._classes:
+            raise ValueError(f"No class folders in {self.data_dir / 'train'}: put one sub-folder per class there.")
+        self._index = {name: index for index, name in enumerate(self._classes)}
+        self._samples: dict[str, tuple[list[Path], list[int]]] = {}
+        self.train_transform, self.eval_transform = self._transforms()
+
+    def _class_folders(self) -> list[str]:
+        """Class folder names in class-index order."""
+        return sorted(entry.name for entry in os.scandir(self.data_dir / "train") if entry.is_dir())
+
+    @property
+    def num_classes(self) -> int:
+        return len(self._classes)
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(self._classes)
+
+    @property
+    def class_counts(self) -> Tensor:
+        _, labels = self._split_samples("train")
+        return torch.bincount(torch.as_tensor(labels, dtype=torch.long), minlength=self.num_classes)
+
+    def _transforms(self) -> tuple[Callable, Callable]:
+        if self.transforms_from_model is not None:
+            import timm
+            import timm.data
+
+            if not timm.is_model(self.transforms_from_model):
+                raise ValueError(
+                    f"Unknown timm model {self.transforms_from_model!r} (argument `transforms_from_model`)"
+                )
+            pretrained_cfg = timm.models.get_pretrained_cfg(self.transforms_from_model).to_dict()
+            config = timm.data.resolve_data_config(pretrained_cfg=pretrained_cfg)
+            return timm.data.create_transform(**config, is_training=True), timm.data.create_transform(**config)
+        normalize = [T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
+        train = T.Compose([T.Resize(self.resize_size), T.RandomCrop(self.image_size), *normalize])
+        evaluation = T.Compose([T.Resize(self.resize_size), T.CenterCrop(self.image_size), *normalize])
+        return train, evaluation
+
+    def _list_split(self, split: str) -> tuple[list[Path], list[int]]:
+        split_dir = self.data_dir / split
+        paths, labels, ignored = [], [], []
+        for entry in sorted(os.scandir(split_dir), key=lambda entry: entry.name):
+            if entry.name.startswith("."):
+                continue
+            if not entry.is_dir():
+                ignored.append(entry.path)
+                continue
+            if entry.name not in self._index:
+                raise ValueError(
+                    f"Unknown class folder {entry.path}: class {entry.name!r} has no folder in "
+                    f"{self.data_dir / 'train'}. Class indices come from the training split: add training "
+                    "images for it or remove the folder."
+                )
+            for file in sorted(Path(entry.path).iterdir()):
+                if file.name.startswith("."):
+                    continue
+                if _is_image(file):
+                    paths.append(file)
+                    labels.append(self._index[entry.name])
+                else:
+                    ignored.append(str(file))
+        if ignored:
+            rank_zero_warn(
+                f"{len(ignored)} entries of {split_dir} are not images in a class folder and are not used, "
+                f"e.g. {ignored[0]} (images: {', '.join(IMAGE_EXTENSIONS)}, in <split>/<class>/)"
+            )
+        if not paths:
+            raise ValueError(
+                f"Empty split: no images in {split_dir}/<class>/ (extensions {', '.join(IMAGE_EXTENSIONS)})"
+            )
+        return paths, labels
+
+    def _split_samples(self, split: str) -> tuple[list[Path], list[int]]:
+        if split not in self._samples:
+            paths, labels = self._list_split(split)
+            if self.skip_corrupt:
+                paths, labels = self._drop_corrupt(split, paths, labels)
+            self._samples[split] = (paths, labels)
+        return self._samples[split]
+
+    @staticmethod
+    def _drop_corrupt(split: str, paths: list[Path], labels: list[int]) -> tuple[list[Path], list[int]]:
+        kept_paths, kept_labels, skipped = [], [], 0
+        for path, label in zip(paths, labels):
+            try:
+                with Image.open(path) as image:
+                    image.verify()
+            except (OSError, UnidentifiedImageError, ValueError) as error:
+                skipped += 1
+                rank_zero_warn(f"skip_corrupt: skipping unreadable image {path} ({error})")
+                continue
+            kept_paths.append(path)
+            kept_labels.append(label)
+        if skipped:
+            rank_zero_info(f"skip_corrupt: skipped {skipped} of {len(paths)} images in the {split} split")
+        if not kept_paths:
+            raise ValueError(f"Empty split: every image of the {split} split is unreadable")
+        return kept_paths, kept_labels
+
+    def _dataset(self, split: str, transform: Callable) -> ImageFileDataset:
+        paths, labels = self._split_samples(split)
+        return ImageFileDataset(paths, labels, transform)
+
+    def _predict_dataset(self) -> ImageFileDataset:
+        paths = sorted(path for path in self.predict_dir.rglob("*") if path.is_file() and _is_image(path))
+        if not paths:
+            raise ValueError(f"No images in {self.predict_dir} (argument `predict_dir`)")
+        return ImageFileDataset(paths, None, self.eval_transform)
+
+    def setup(self, stage: str | None = None) -> None:
+        if stage in (None, "fit"):
+            self.train_dataset = self._dataset("train", self.train_transform)
+        if stage in (None, "fit", "validate"):
+            self.val_dataset = self._dataset("val", self.eval_transform)
+        if stage in (None, "test", "predict"):
+            self.test_dataset = self._dataset("test", self.eval_transform)
+        if stage in (None, "predict") and self.predict_dir is not None:
+            self.predict_dataset = self._predict_dataset()

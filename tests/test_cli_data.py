@@ -1,0 +1,107 @@
+"""Each data module trained for one epoch and tested through the CLI, on fixtures in the real formats."""
+
+import json
+from pathlib import Path
+from unittest import mock
+
+import pytest
+import timm
+import torch
+
+from avgk_lightning.cli import run_cli
+from tests.fixtures import write_fake_cifar100, write_fake_plantnet, write_image_folder
+
+ROOT = Path(__file__).resolve().parents[1]
+FAST = ["--trainer.max_epochs=1", "--trainer.enable_progress_bar=false", "--data.init_args.num_workers=0"]
+
+
+def _cli(args):
+    with mock.patch("sys.argv", ["train.py"]):
+        return run_cli(args)
+
+
+def _fit_then_test(config, run_root, overrides):
+    common = ["--config", str(ROOT / "configs" / config), *FAST, *overrides, f"--trainer.default_root_dir={run_root}"]
+    fit = _cli(["fit", *common])
+    checkpoint = run_root / "version_0" / "checkpoints" / "best.ckpt"
+    assert checkpoint.is_file()
+    test = _cli(["test", *common, f"--ckpt_path={checkpoint}"])
+    return fit, test
+
+
+@pytest.mark.parametrize("config", sorted(path.name for path in (ROOT / "configs").glob("*.yaml")))
+def test_every_config_parses(config, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        _cli(["fit", "--config", str(ROOT / "configs" / config), "--print_config"])
+    assert exit_info.value.code == 0
+    assert "class_path: avgk_lightning" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_cifar100_fit_and_test_with_label_noise(tmp_path):
+    write_fake_cifar100(tmp_path / "data")
+    overrides = [
+        f"--data.init_args.data_dir={tmp_path / 'data'}",
+        "--data.init_args.verify_checksums=false",
+        "--data.init_args.val_size=100",
+        "--data.init_args.noise=0.3",
+    ]
+    fit, test = _fit_then_test("cifar100_resnet18_two_head.yaml", tmp_path / "runs", overrides)
+    record = json.loads((tmp_path / "runs" / "version_0" / "label_noise.json").read_text())
+    assert record["realised_noise_rate"] == pytest.approx(len(record["train_index_of_changed_labels"]) / 300)
+    assert 0.15 < record["realised_noise_rate"] < 0.45
+    assert fit.model.num_classes == 100 and isinstance(fit.model.backbone.maxpool, torch.nn.Identity)
+    for name in ("test/avgk_acc@3", "test/softmax/avgk_acc@3", "test/topk_acc@5", "test/set_size@10"):
+        assert name in test.trainer.callback_metrics
+
+
+@pytest.mark.slow
+def test_plantnet300k_fit_and_test_from_local_weights(tmp_path):
+    data_dir = write_fake_plantnet(tmp_path / "plantnet300K")
+    weights = tmp_path / "resnet18.tv_in1k.pth"
+    torch.save(
+        timm.create_model("resnet18.tv_in1k").state_dict(), weights
+    )  # with its 1000-class fc, like the real file
+    overrides = [
+        f"--data.init_args.data_dir={data_dir}",
+        f"--model.init_args.weights_path={weights}",
+        "--model.init_args.k=2",
+        "--data.init_args.image_size=64",
+        "--data.init_args.resize_size=72",
+    ]
+    fit, test = _fit_then_test("plantnet300k_resnet18_two_head.yaml", tmp_path / "runs", overrides)
+    assert fit.datamodule.class_names[0] == "Daucus carota L."
+    assert {"test/avgk_acc@1", "test/avgk_acc@2", "test/softmax/avgk_acc_macro@2"} <= set(test.trainer.callback_metrics)
+
+
+def test_plantnet_config_without_the_weights_file_says_how_to_get_it(tmp_path):
+    data_dir = write_fake_plantnet(tmp_path / "plantnet300K")
+    config = str(ROOT / "configs" / "plantnet300k_resnet18_two_head.yaml")
+    # jsonargparse re-raises the module's FileNotFoundError inside a ValueError that quotes its message
+    with pytest.raises((FileNotFoundError, ValueError), match="Backbone weights file not found: weights/resnet18"):
+        _cli(
+            [
+                "fit",
+                "--config",
+                config,
+                f"--data.init_args.data_dir={data_dir}",
+                "--model.init_args.k=2",
+                f"--trainer.default_root_dir={tmp_path / 'runs'}",
+            ]
+        )
+
+
+@pytest.mark.slow
+def test_image_folder_fit_and_test_by_class_path(tmp_path):
+    counts = {split: {"rose": 4, "daisy": 3, "tulip": 3} for split in ("train", "val", "test")}
+    write_image_folder(tmp_path / "flowers", counts)
+    overrides = [
+        "--data=avgk_lightning.data.ImageFolderDataModule",
+        f"--data.init_args.data_dir={tmp_path / 'flowers'}",
+        "--data.init_args.image_size=32",
+        "--data.init_args.resize_size=36",
+        "--data.init_args.batch_size=4",
+    ]
+    fit, test = _fit_then_test("synthetic_two_head.yaml", tmp_path / "runs", overrides)
+    assert fit.model.num_classes == 3 and fit.datamodule.class_names == ["daisy", "rose", "tulip"]
+    assert "test/avgk_acc@2" in test.trainer.callback_metrics

@@ -1,0 +1,125 @@
+import pickle
+
+import pytest
+import torch
+
+from avgk_lightning.data import CIFAR100DataModule
+from tests.fixtures import write_fake_cifar100
+
+
+@pytest.fixture(scope="module")
+def cifar_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cifar")
+    write_fake_cifar100(root)
+    return root
+
+
+def _files(cifar_dir):
+    with open(cifar_dir / "cifar-100-python" / "train", "rb") as handle:
+        train = pickle.load(handle, encoding="latin1")
+    with open(cifar_dir / "cifar-100-python" / "test", "rb") as handle:
+        test = pickle.load(handle, encoding="latin1")
+    return train, test
+
+
+def _module(cifar_dir, **kwargs):
+    return CIFAR100DataModule(cifar_dir, verify_checksums=False, val_size=100, num_workers=0, **kwargs)
+
+
+def test_split_sizes_and_clean_validation_and_test(cifar_dir):
+    train, test = _files(cifar_dir)
+    data = _module(cifar_dir, noise=0.4)
+    data.setup("fit")
+    assert (len(data.train_dataset), len(data.val_dataset), len(data.test_dataset)) == (300, 100, 100)
+    fine = torch.tensor(train["fine_labels"])
+    order = torch.randperm(400, generator=torch.Generator().manual_seed(0))
+    val_index = order[:100].sort().values
+    assert torch.equal(data.val_dataset.labels, fine[val_index])  # clean
+    assert torch.equal(data.test_dataset.labels, torch.tensor(test["fine_labels"]))  # untouched
+    pixels = torch.tensor(train["data"][val_index[0].item()]).view(3, 32, 32)
+    assert torch.equal(data.val_dataset.images[0], pixels)
+    assert data.class_names[:2] == ["fine_0", "fine_1"] and data.num_classes == 100
+
+
+def test_noise_stays_inside_the_superclass_and_is_recorded(cifar_dir):
+    train, _ = _files(cifar_dir)
+    coarse_of = {f: c for f, c in zip(train["fine_labels"], train["coarse_labels"])}
+    data = _module(cifar_dir, noise=0.5)
+    data.setup("fit")
+    noisy, clean = data.train_dataset.labels, data.clean_train_labels
+    changed = torch.nonzero(noisy != clean).flatten()
+    assert torch.equal(changed, data.noisy_indices) and len(changed) > 0
+    for index in changed.tolist():
+        assert coarse_of[noisy[index].item()] == coarse_of[clean[index].item()]
+    assert data.realised_noise_rate == len(changed) / 300
+
+
+@pytest.mark.parametrize("noise", [0.1, 0.4])
+def test_realised_rate_is_within_a_binomial_tolerance(noise):
+    labels = torch.arange(100).repeat(200)  # 20,000 labels
+    siblings = [torch.arange(c // 5 * 5, c // 5 * 5 + 5) for c in range(100)]
+    data = CIFAR100DataModule("unused", noise=noise)
+    noisy = data._apply_noise(labels, siblings)
+    rate = (noisy != labels).float().mean().item()
+    assert abs(rate - noise) < 4 * (noise * (1 - noise) / len(labels)) ** 0.5
+    assert torch.equal(noisy // 5, labels // 5)
+
+
+def test_zero_noise_changes_nothing(cifar_dir):
+    data = _module(cifar_dir)
+    data.setup("fit")
+    assert data.realised_noise_rate == 0 and torch.equal(data.train_dataset.labels, data.clean_train_labels)
+
+
+def test_split_and_noise_are_deterministic(cifar_dir):
+    first, second, other = (
+        _module(cifar_dir, noise=0.3),
+        _module(cifar_dir, noise=0.3),
+        _module(cifar_dir, noise=0.3, noise_seed=1),
+    )
+    for data in (first, second, other):
+        data.setup("fit")
+    assert torch.equal(first.train_dataset.labels, second.train_dataset.labels)
+    assert torch.equal(first.train_dataset.images, second.train_dataset.images)
+    assert not torch.equal(first.noisy_indices, other.noisy_indices)
+
+
+def test_transforms_normalise_and_augment_training_only(cifar_dir):
+    data = _module(cifar_dir)
+    data.setup("fit")
+    image, _ = data.val_dataset[0]
+    raw = data.val_dataset.images[0].float() / 255
+    mean = torch.tensor([125.3, 123.0, 113.9]).view(3, 1, 1) / 255
+    std = torch.tensor([63.0, 62.1, 66.7]).view(3, 1, 1) / 255
+    assert image.shape == (3, 32, 32) and torch.allclose(image, (raw - mean) / std, atol=1e-5)
+    torch.manual_seed(0)
+    crops = torch.stack([data.train_dataset[0][0] for _ in range(8)])
+    assert crops.shape == (8, 3, 32, 32) and not all(torch.equal(crops[0], crop) for crop in crops[1:])
+
+
+def test_checksums_are_verified_by_default(cifar_dir):
+    with pytest.raises(ValueError, match="Checksum mismatch for .*cifar-100-python/train.*verify_checksums=False"):
+        CIFAR100DataModule(cifar_dir, val_size=100).setup("fit")
+
+
+def test_missing_files_say_where_they_go(tmp_path):
+    with pytest.raises(FileNotFoundError, match="cifar-100-python/train.*extract it into.*download=True"):
+        CIFAR100DataModule(tmp_path).setup("fit")
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"noise": 1.5}, "`noise` to be a probability in \\[0, 1\\], but got 1.5"),
+        ({"noise": -0.1}, "but got -0.1"),
+        ({"val_size": 0}, "`val_size` to be a positive integer"),
+    ],
+)
+def test_bad_arguments_are_named(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        CIFAR100DataModule("anywhere", **kwargs)
+
+
+def test_val_size_larger_than_the_training_set_is_refused(cifar_dir):
+    with pytest.raises(ValueError, match="`val_size` \\(5000\\) to be smaller than the 400 images"):
+        CIFAR100DataModule(cifar_dir, verify_checksums=False).setup("fit")

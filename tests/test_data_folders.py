@@ -1,0 +1,132 @@
+import json
+import shutil
+
+import pytest
+import torch
+
+from avgk_lightning.data import ImageFolderDataModule, PlantNet300KDataModule
+from tests.fixtures import PLANTNET_SPECIES, write_fake_plantnet, write_image, write_image_folder
+
+COUNTS = {"train": {"rose": 3, "daisy": 2, "tulip": 1}, "val": {"rose": 1, "daisy": 1}, "test": {"tulip": 2}}
+
+
+def _folder(tmp_path, **kwargs):
+    return ImageFolderDataModule(tmp_path, image_size=32, resize_size=36, batch_size=4, num_workers=0, **kwargs)
+
+
+def test_classes_come_from_the_training_split(tmp_path):
+    write_image_folder(tmp_path, COUNTS)
+    data = _folder(tmp_path)
+    data.setup(None)
+    assert data.class_names == ["daisy", "rose", "tulip"] and data.num_classes == 3
+    assert data.class_counts.tolist() == [2, 3, 1]
+    assert data.test_dataset.labels.tolist() == [2, 2]  # a class absent from val is fine
+    images, targets = next(iter(data.val_dataloader()))
+    assert images.shape == (2, 3, 32, 32) and targets.tolist() == [0, 1]
+
+
+def test_unknown_class_in_val_is_named(tmp_path):
+    write_image_folder(tmp_path, {**COUNTS, "val": {"lily": 1}})
+    data = _folder(tmp_path)
+    with pytest.raises(ValueError, match="Unknown class folder .*val/lily: class 'lily' has no folder in .*train"):
+        data.setup("fit")
+
+
+def test_missing_data_dir_and_split_folder_are_named(tmp_path):
+    with pytest.raises(FileNotFoundError, match="Data directory not found: .*nowhere \\(argument `data_dir`\\)"):
+        ImageFolderDataModule(tmp_path / "nowhere")
+    write_image_folder(tmp_path, {"train": {"rose": 1}, "val": {"rose": 1}})
+    with pytest.raises(FileNotFoundError, match="Split folder not found: .*test"):
+        ImageFolderDataModule(tmp_path)
+
+
+def test_empty_split_is_an_error(tmp_path):
+    write_image_folder(tmp_path, {"train": {"rose": 1}, "val": {"rose": 1}})
+    (tmp_path / "test" / "rose").mkdir(parents=True)
+    with pytest.raises(ValueError, match="Empty split: no images in .*test"):
+        _folder(tmp_path).setup("test")
+
+
+def test_corrupt_image_names_the_file_or_is_skipped_on_request(tmp_path, caplog):
+    write_image_folder(tmp_path, COUNTS)
+    broken = tmp_path / "train" / "rose" / "rose_9.jpg"
+    broken.write_bytes(b"not a jpeg")
+    data = _folder(tmp_path)
+    data.setup("fit")
+    index = [str(p) for p in data.train_dataset.paths].index(str(broken))
+    with pytest.raises(RuntimeError, match="Cannot read image .*rose_9.jpg.*skip_corrupt=True"):
+        data.train_dataset[index]
+    with pytest.warns(UserWarning, match="skipping unreadable image .*rose_9.jpg"):
+        skipping = _folder(tmp_path, skip_corrupt=True)
+        skipping.setup("fit")
+    assert len(skipping.train_dataset) == 6 and str(broken) not in map(str, skipping.train_dataset.paths)
+    assert "skipped 1 of 7 images in the train split" in caplog.text
+
+
+def test_predict_dir_yields_every_image_with_its_index(tmp_path):
+    write_image_folder(tmp_path / "data", COUNTS)
+    write_image(tmp_path / "new" / "a.png", 1)
+    write_image(tmp_path / "new" / "sub" / "b.jpg", 2)
+    data = _folder(tmp_path / "data", predict_dir=tmp_path / "new")
+    data.setup("predict")
+    assert [p.name for p in data.predict_dataset.paths] == ["a.png", "b.jpg"]
+    images, indices = next(iter(data.predict_dataloader()))
+    assert images.shape == (2, 3, 32, 32) and indices.tolist() == [0, 1]
+
+
+def test_timm_model_transforms_on_request(tmp_path):
+    write_image_folder(tmp_path, COUNTS)
+    data = ImageFolderDataModule(tmp_path, transforms_from_model="resnet50.tv_in1k", num_workers=0)
+    data.setup("validate")
+    assert data.val_dataset[0][0].shape == (3, 224, 224)
+
+
+@pytest.fixture()
+def plantnet_dir(tmp_path):
+    return write_fake_plantnet(tmp_path / "plantnet300K")
+
+
+def test_plantnet_classes_follow_the_official_mapping(plantnet_dir):
+    data = PlantNet300KDataModule(plantnet_dir, image_size=64, resize_size=72, batch_size=4, num_workers=0)
+    data.setup(None)
+    assert data.species_ids == [PLANTNET_SPECIES[2], PLANTNET_SPECIES[0], PLANTNET_SPECIES[1]]
+    assert data.class_names == ["Daucus carota L.", "Lactuca virosa L.", "Cirsium arvense (L.) Scop."]
+    assert data.class_counts.tolist() == [1, 6, 3]  # species 1356022, 1355868, 1355920
+    image, label = data.train_dataset[0]
+    assert image.shape == (3, 64, 64) and label.item() == 1  # images/train/1355868/... is class 1
+    assert data.val_dataset[0][0].shape == (3, 64, 64)
+
+
+def test_plantnet_reference_transforms_crop_224(plantnet_dir):
+    data = PlantNet300KDataModule(plantnet_dir, num_workers=0)
+    data.setup("test")
+    assert data.test_dataset[0][0].shape == (3, 224, 224)
+
+
+def test_plantnet_missing_metadata_file_is_named(plantnet_dir):
+    (plantnet_dir / "plantnet300K_species_id_2_name.json").unlink()
+    with pytest.raises(FileNotFoundError, match="metadata file not found: .*plantnet300K_species_id_2_name.json"):
+        PlantNet300KDataModule(plantnet_dir)
+
+
+def test_plantnet_metadata_inconsistent_with_folders_is_named(plantnet_dir):
+    metadata = json.loads((plantnet_dir / "plantnet300K_metadata.json").read_text())
+    image_id = next(key for key, value in metadata.items() if value["split"] == "val")
+    metadata[image_id]["split"] = "test"
+    (plantnet_dir / "plantnet300K_metadata.json").write_text(json.dumps(metadata))
+    data = PlantNet300KDataModule(plantnet_dir, num_workers=0)
+    with pytest.raises(ValueError, match=f"disagree with .*plantnet300K_metadata.json: .*{image_id}.jpg: .*split test"):
+        data.setup("validate")
+
+
+def test_plantnet_species_folder_unknown_to_the_mapping_is_named(plantnet_dir):
+    shutil.copytree(plantnet_dir / "images" / "train" / PLANTNET_SPECIES[0], plantnet_dir / "images" / "train" / "999")
+    with pytest.raises(ValueError, match="Class folder .*train/999 is not a species of .*class_idx_to_species_id"):
+        PlantNet300KDataModule(plantnet_dir)
+
+
+def test_plantnet_batches_are_long_labels(plantnet_dir):
+    data = PlantNet300KDataModule(plantnet_dir, image_size=32, resize_size=36, batch_size=8, num_workers=0)
+    data.setup("fit")
+    images, targets = next(iter(data.train_dataloader()))
+    assert images.dtype == torch.float32 and targets.dtype == torch.long
