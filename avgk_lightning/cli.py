@@ -38,6 +38,10 @@ def new_run_dir(root: str | os.PathLike) -> Path:
     return root / f"version_{version}"
 
 
+def _as_list(counts: Any) -> list[int]:
+    return [int(count) for count in counts]
+
+
 def _monitor_name(k: float) -> str:
     return f"val/avgk_acc@{format_k(k)}"
 
@@ -48,7 +52,7 @@ class AverageKCLI(LightningCLI):
     * ``--pseudo_labels.scope`` configures :class:`~avgk_lightning.PseudoLabelThreshold`;
     * ``--checkpoint.*`` configures ``ModelCheckpoint`` (default: keep ``best.ckpt``, the epoch with the
       best ``val/avgk_acc@K`` for the model's `k`, and ``last.ckpt``);
-    * ``data.num_classes`` is linked into ``model.num_classes``;
+    * ``data.num_classes``, ``data.class_names`` and ``data.class_counts`` are linked into the model;
     * every run writes into a new ``<trainer.default_root_dir>/version_N`` (its config, checkpoints and
       logs), so nothing of an earlier run is overwritten. Processes that Lightning's DDP launcher starts
       share the directory of rank 0 (``AVGK_RUN_DIR``); ranks started by torchrun or SLURM use
@@ -61,6 +65,10 @@ class AverageKCLI(LightningCLI):
         parser.set_defaults({"checkpoint.filename": "best", "checkpoint.mode": "max", "checkpoint.save_last": True})
         parser.link_arguments("model.init_args.k", "checkpoint.monitor", compute_fn=_monitor_name)
         parser.link_arguments("data.num_classes", "model.init_args.num_classes", apply_on="instantiate")
+        parser.link_arguments("data.class_names", "model.init_args.class_names", apply_on="instantiate")
+        parser.link_arguments(
+            "data.class_counts", "model.init_args.class_counts", compute_fn=_as_list, apply_on="instantiate"
+        )
 
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config

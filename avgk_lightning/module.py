@@ -61,6 +61,8 @@ class TwoHeadModule(LightningModule):
             weight_decay=1e-4).
         lr_scheduler: a scheduler factory; default the reference recipe, MultiStepLR with the rate
             divided by 10 at 50% and 75% of ``max_epochs``.
+        class_names: one name per class (linked from the data module by the CLI; kept in checkpoints).
+        class_counts: training samples per class (linked from the data module; for long-tail analyses).
 
     Example:
         >>> model = TwoHeadModule(num_classes=10, backbone="resnet18", k=2)
@@ -82,6 +84,8 @@ class TwoHeadModule(LightningModule):
         eval_ks: Sequence[float] | None = None,
         optimizer: OptimizerCallable | None = None,
         lr_scheduler: LRSchedulerCallable | None = None,
+        class_names: Sequence[str] | None = None,
+        class_counts: Sequence[int] | None = None,
     ) -> None:
         super().__init__()
         if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
@@ -91,7 +95,14 @@ class TwoHeadModule(LightningModule):
                 f"Expected argument `k` to be a number in [1, num_classes={num_classes}), but got {k!r}: "
                 "it is the average number of positive pseudo-labels, the true label included"
             )
+        for name, values in (("class_names", class_names), ("class_counts", class_counts)):
+            if values is not None and len(values) != num_classes:
+                raise ValueError(
+                    f"Expected argument `{name}` to have num_classes={num_classes} entries, but got {len(values)}"
+                )
         self.save_hyperparameters(ignore=["optimizer", "lr_scheduler"])
+        self.class_names = None if class_names is None else list(class_names)
+        self.class_counts = None if class_counts is None else [int(count) for count in class_counts]
         self.num_classes = num_classes
         self.k = float(k)
         self.method = method

@@ -71,6 +71,9 @@ def test_plantnet300k_fit_and_test_from_local_weights(tmp_path):
     ]
     fit, test = _fit_then_test("plantnet300k_resnet18_two_head.yaml", tmp_path / "runs", overrides)
     assert fit.datamodule.class_names[0] == "Daucus carota L."
+    assert fit.model.class_names == fit.datamodule.class_names and fit.model.class_counts == [1, 6, 3]
+    saved = torch.load(tmp_path / "runs" / "version_0" / "checkpoints" / "best.ckpt", weights_only=True)
+    assert saved["hyper_parameters"]["class_names"][0] == "Daucus carota L."
     assert {"test/avgk_acc@1", "test/avgk_acc@2", "test/softmax/avgk_acc_macro@2"} <= set(test.trainer.callback_metrics)
 
 

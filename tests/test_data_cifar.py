@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from avgk_lightning.data import CIFAR100DataModule
-from tests.fixtures import write_fake_cifar100
+from tests.fixtures import write_fake_cifar100, write_image
 
 
 @pytest.fixture(scope="module")
@@ -123,3 +123,11 @@ def test_bad_arguments_are_named(kwargs, message):
 def test_val_size_larger_than_the_training_set_is_refused(cifar_dir):
     with pytest.raises(ValueError, match="`val_size` \\(5000\\) to be smaller than the 400 images"):
         CIFAR100DataModule(cifar_dir, verify_checksums=False).setup("fit")
+
+
+def test_predict_dir_images_are_resized_to_cifar_inputs(cifar_dir, tmp_path):
+    write_image(tmp_path / "new" / "photo.jpg", seed=3, size=(64, 48))
+    data = _module(cifar_dir, predict_dir=tmp_path / "new")
+    data.setup("predict")
+    image, index = data.predict_dataset[0]
+    assert image.shape == (3, 32, 32) and index == 0

@@ -51,6 +51,7 @@ def test_eval_ks_default_to_those_below_num_classes_plus_k():
         ({"eval_ks": [1, 12]}, "`eval_ks` to be a number in \\(0, num_classes=10\\), but got 12"),
         ({"method": "an"}, "`method` to be one of \\['softmax', 'two_head'\\], but got 'an'"),
         ({"mu": -1.0}, "`mu` to be >= 0"),
+        ({"class_counts": [1, 2]}, "`class_counts` to have num_classes=10 entries, but got 2"),
     ],
 )
 def test_bad_module_arguments_raise_clear_errors(kwargs, message):

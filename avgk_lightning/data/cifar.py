@@ -14,9 +14,11 @@ import torch
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor
 from torch.utils.data import Dataset
+from torchvision import transforms as T
 from torchvision.transforms import v2
 
 from avgk_lightning.data.base import AverageKDataModule, check_integer, check_probability
+from avgk_lightning.data.folder import ImageFileDataset, list_images
 
 __all__ = ["CIFAR100DataModule"]
 
@@ -88,6 +90,8 @@ class CIFAR100DataModule(AverageKDataModule):
         download: fetch the archive if the files are absent (needs internet).
         verify_checksums: check the files' MD5 checksums.
         augment: random crops and flips for training.
+        predict_dir: a folder of images (any size, searched recursively) for ``predict``, resized to
+            32x32; default the test split.
         batch_size, num_workers, pin_memory, persistent_workers: see
             :class:`~avgk_lightning.data.base.AverageKDataModule`.
     """
@@ -102,6 +106,7 @@ class CIFAR100DataModule(AverageKDataModule):
         download: bool = False,
         verify_checksums: bool = True,
         augment: bool = True,
+        predict_dir: str | os.PathLike | None = None,
         batch_size: int = 64,
         num_workers: int = 2,
         pin_memory: bool = True,
@@ -118,6 +123,7 @@ class CIFAR100DataModule(AverageKDataModule):
         self.download = download
         self.verify_checksums = verify_checksums
         self.augment = augment
+        self.predict_dir = None if predict_dir is None else Path(predict_dir).expanduser()
         self._arrays: dict[str, Any] | None = None
         self.noisy_indices: Tensor | None = None
         self.clean_train_labels: Tensor | None = None
@@ -253,3 +259,6 @@ class CIFAR100DataModule(AverageKDataModule):
         self._prepare_splits()
         if stage in (None, "fit"):
             self._report_noise()
+        if stage in (None, "predict") and self.predict_dir is not None:
+            transform = T.Compose([T.Resize(32), T.CenterCrop(32), T.ToTensor(), T.Normalize(MEAN, STD)])
+            self.predict_dataset = ImageFileDataset(list_images(self.predict_dir), None, transform)

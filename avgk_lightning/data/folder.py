@@ -15,7 +15,7 @@ from torchvision import transforms as T
 
 from avgk_lightning.data.base import AverageKDataModule, check_integer
 
-__all__ = ["ImageFolderDataModule", "ImageFileDataset", "IMAGE_EXTENSIONS"]
+__all__ = ["ImageFolderDataModule", "ImageFileDataset", "IMAGE_EXTENSIONS", "list_images"]
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -25,6 +25,16 @@ SPLITS = ("train", "val", "test")
 
 def _is_image(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_EXTENSIONS
+
+
+def list_images(folder: Path, argument: str = "predict_dir") -> list[Path]:
+    """Every image file under `folder` (recursively), sorted; an error naming `argument` if there is none."""
+    if not folder.is_dir():
+        raise FileNotFoundError(f"Image folder not found: {folder} (argument `{argument}`)")
+    paths = sorted(path for path in folder.rglob("*") if path.is_file() and _is_image(path))
+    if not paths:
+        raise ValueError(f"No images in {folder} (argument `{argument}`; extensions {', '.join(IMAGE_EXTENSIONS)})")
+    return paths
 
 
 def _read_rgb(path: Path) -> Image.Image:
@@ -126,8 +136,6 @@ class ImageFolderDataModule(AverageKDataModule):
                 "images are resized, then cropped"
             )
         self.predict_dir = None if predict_dir is None else Path(predict_dir).expanduser()
-        if self.predict_dir is not None and not self.predict_dir.is_dir():
-            raise FileNotFoundError(f"Prediction folder not found: {self.predict_dir} (argument `predict_dir`)")
         self.image_size = image_size
         self.resize_size = resize_size
         self.transforms_from_model = transforms_from_model
@@ -238,12 +246,6 @@ class ImageFolderDataModule(AverageKDataModule):
         paths, labels = self._split_samples(split)
         return ImageFileDataset(paths, labels, transform)
 
-    def _predict_dataset(self) -> ImageFileDataset:
-        paths = sorted(path for path in self.predict_dir.rglob("*") if path.is_file() and _is_image(path))
-        if not paths:
-            raise ValueError(f"No images in {self.predict_dir} (argument `predict_dir`)")
-        return ImageFileDataset(paths, None, self.eval_transform)
-
     def setup(self, stage: str | None = None) -> None:
         if stage in (None, "fit"):
             self.train_dataset = self._dataset("train", self.train_transform)
@@ -252,4 +254,4 @@ class ImageFolderDataModule(AverageKDataModule):
         if stage in (None, "test", "predict"):
             self.test_dataset = self._dataset("test", self.eval_transform)
         if stage in (None, "predict") and self.predict_dir is not None:
-            self.predict_dataset = self._predict_dataset()
+            self.predict_dataset = ImageFileDataset(list_images(self.predict_dir), None, self.eval_transform)
