@@ -8,6 +8,8 @@ import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from torch import Tensor
 
+from avgk_lightning.errors import InvalidInputError
+
 __all__ = ["PseudoLabelThreshold", "histogram_threshold"]
 
 # Histogram over the float32 bit pattern of the softmax scores: for non-negative floats the pattern
@@ -85,7 +87,7 @@ class PseudoLabelThreshold(Callback):
 
     def __init__(self, scope: Literal["epoch", "batch"] = "epoch") -> None:
         if scope not in ("epoch", "batch"):
-            raise ValueError(f"Expected argument `scope` to be 'epoch' or 'batch', but got {scope!r}")
+            raise InvalidInputError(f"Expected argument `scope` to be 'epoch' or 'batch', but got {scope!r}")
         self.scope = scope
         self.threshold: float | None = None
         self._histogram: Tensor | None = None

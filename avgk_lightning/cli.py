@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ from lightning.pytorch.utilities import rank_zero_info
 
 from avgk_lightning.callbacks import PseudoLabelThreshold
 from avgk_lightning.data.base import AverageKDataModule
+from avgk_lightning.errors import InvalidInputError, find_input_error
 from avgk_lightning.metrics import format_k
 from avgk_lightning.module import TwoHeadModule
 
@@ -113,18 +115,34 @@ class AverageKCLI(LightningCLI):
             )
 
 
+def _user_message(error: InvalidInputError) -> str:
+    message = str(error).strip()
+    if message.startswith("Caught ") and "Original Traceback" in message:  # re-raised by a DataLoader worker
+        message = message.splitlines()[-1].split(": ", 1)[-1]
+    return message
+
+
 def run_cli(args: list[str] | None = None) -> AverageKCLI:
     """Run ``train.py``'s command line: any TwoHeadModule and AverageKDataModule subclass by class path.
 
     `args` replaces ``sys.argv[1:]`` (e.g. from a notebook or a test):
-    ``run_cli(["fit", "--config", "configs/synthetic_two_head.yaml"])``.
+    ``run_cli(["fit", "--config", "configs/synthetic_two_head.yaml"])``. A mistake in what the user
+    wrote (an :class:`~avgk_lightning.errors.InvalidInputError`, however deeply wrapped) ends the
+    run with its message alone on standard error and exit status 2, not a traceback.
     """
-    return AverageKCLI(
-        TwoHeadModule,
-        AverageKDataModule,
-        subclass_mode_model=True,
-        subclass_mode_data=True,
-        seed_everything_default=0,
-        save_config_kwargs={"overwrite": False},
-        args=args,
-    )
+    try:
+        return AverageKCLI(
+            TwoHeadModule,
+            AverageKDataModule,
+            subclass_mode_model=True,
+            subclass_mode_data=True,
+            seed_everything_default=0,
+            save_config_kwargs={"overwrite": False},
+            args=args,
+        )
+    except Exception as error:
+        cause = find_input_error(error)
+        if cause is None:
+            raise
+        print(f"error: {_user_message(cause)}", file=sys.stderr)
+        raise SystemExit(2) from None

@@ -8,6 +8,8 @@ from typing import ClassVar, Literal
 import torch.nn.functional as F
 from torch import Tensor
 
+from avgk_lightning.errors import InvalidInputError
+
 __all__ = ["AverageKLoss", "SoftmaxLoss", "TwoHeadLoss", "LOSSES", "build_loss"]
 
 
@@ -73,12 +75,12 @@ class TwoHeadLoss(AverageKLoss):
 
     def __init__(self, mu: float = 1.0) -> None:
         if mu < 0:
-            raise ValueError(f"Expected argument `mu` to be >= 0, but got {mu!r}")
+            raise InvalidInputError(f"Expected argument `mu` to be >= 0, but got {mu!r}")
         self.mu = mu
 
     def __call__(self, softmax_logits, multilabel_logits, target, pseudo_labels=None):
         if pseudo_labels is None:
-            raise ValueError("TwoHeadLoss needs `pseudo_labels` (see avgk_lightning.functional.pseudo_labels)")
+            raise InvalidInputError("TwoHeadLoss needs `pseudo_labels` (see avgk_lightning.functional.pseudo_labels)")
         cross_entropy = F.cross_entropy(softmax_logits, target)
         binary_cross_entropy = F.binary_cross_entropy_with_logits(
             multilabel_logits, pseudo_labels.to(multilabel_logits.dtype)
@@ -101,5 +103,5 @@ def build_loss(method: str, mu: float = 1.0) -> AverageKLoss:
         'multilabel'
     """
     if method not in LOSSES:
-        raise ValueError(f"Expected argument `method` to be one of {sorted(LOSSES)}, but got {method!r}")
+        raise InvalidInputError(f"Expected argument `method` to be one of {sorted(LOSSES)}, but got {method!r}")
     return TwoHeadLoss(mu) if method == "two_head" else LOSSES[method]()

@@ -14,6 +14,7 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor, nn
 
+from avgk_lightning.errors import InvalidInputError, MissingFileError
 from avgk_lightning.functional import _batch_pseudo_label_threshold, _pseudo_labels, average_k_sets
 from avgk_lightning.losses import build_loss
 from avgk_lightning.metrics import AverageKEvaluation, format_k
@@ -89,15 +90,15 @@ class TwoHeadModule(LightningModule):
     ) -> None:
         super().__init__()
         if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
-            raise ValueError(f"Expected argument `num_classes` to be an integer >= 2, but got {num_classes!r}")
+            raise InvalidInputError(f"Expected argument `num_classes` to be an integer >= 2, but got {num_classes!r}")
         if isinstance(k, bool) or not isinstance(k, (int, float)) or not 1 <= k < num_classes:
-            raise ValueError(
+            raise InvalidInputError(
                 f"Expected argument `k` to be a number in [1, num_classes={num_classes}), but got {k!r}: "
                 "it is the average number of positive pseudo-labels, the true label included"
             )
         for name, values in (("class_names", class_names), ("class_counts", class_counts)):
             if values is not None and len(values) != num_classes:
-                raise ValueError(
+                raise InvalidInputError(
                     f"Expected argument `{name}` to have num_classes={num_classes} entries, but got {len(values)}"
                 )
         self.save_hyperparameters(ignore=["optimizer", "lr_scheduler"])
@@ -137,7 +138,7 @@ class TwoHeadModule(LightningModule):
             ks = set()
             for value in eval_ks:
                 if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < num_classes:
-                    raise ValueError(
+                    raise InvalidInputError(
                         f"Expected every entry of argument `eval_ks` to be a number in (0, num_classes={num_classes}),"
                         f" but got {value!r}"
                     )
@@ -158,12 +159,12 @@ class TwoHeadModule(LightningModule):
         if not timm.is_model(name):
             close = difflib.get_close_matches(name, timm.list_models(), n=5, cutoff=0.6)
             hint = f" Close timm names: {', '.join(close)}." if close else ""
-            raise ValueError(f"Unknown backbone {name!r} (argument `backbone`).{hint} See timm.list_models().")
+            raise InvalidInputError(f"Unknown backbone {name!r} (argument `backbone`).{hint} See timm.list_models().")
         weights_path = self.hparams.weights_path
         kwargs: dict[str, Any] = {}
         if weights_path is not None:
             if not Path(weights_path).expanduser().is_file():
-                raise FileNotFoundError(
+                raise MissingFileError(
                     f"Backbone weights file not found: {weights_path} (argument `weights_path`). Save the weights "
                     f"of {name!r} there (e.g. on a machine with internet: torch.save(timm.create_model({name!r}, "
                     "pretrained=True).state_dict(), PATH)), or pass `weights_path: null` to train from scratch."
@@ -175,7 +176,7 @@ class TwoHeadModule(LightningModule):
         if self.hparams.small_input_stem:
             stem = getattr(model, "conv1", None)
             if not isinstance(stem, nn.Conv2d) or not hasattr(model, "maxpool"):
-                raise ValueError(
+                raise InvalidInputError(
                     f"`small_input_stem` applies to timm ResNets (a `conv1` convolution and a `maxpool`); "
                     f"{name!r} has none: override `build_backbone` instead"
                 )
@@ -191,7 +192,7 @@ class TwoHeadModule(LightningModule):
     @staticmethod
     def _unpack(batch: Sequence[Tensor]) -> tuple[Tensor, Tensor, Tensor | None]:
         if not isinstance(batch, (tuple, list)) or len(batch) not in (2, 3):
-            raise ValueError(
+            raise InvalidInputError(
                 "Expected a batch (images, targets) or (images, targets, label_distributions), "
                 f"but got {type(batch).__name__} of length {len(batch) if hasattr(batch, '__len__') else '?'}"
             )
@@ -292,7 +293,7 @@ class TwoHeadModule(LightningModule):
     def on_test_epoch_start(self) -> None:
         missing = [head for head in self.evaluation_heads if head not in self.average_k_thresholds]
         if missing:
-            raise RuntimeError(
+            raise InvalidInputError(
                 f"No calibrated average-K thresholds for the {', '.join(missing)} head: `test` applies the λ_K "
                 "calibrated on validation data. Pass the checkpoint of a `fit` run (--ckpt_path PATH) or run "
                 "`validate` first in the same session."
@@ -310,7 +311,7 @@ class TwoHeadModule(LightningModule):
         images = batch[0] if isinstance(batch, (tuple, list)) else batch
         head = self.loss.set_head
         if head not in self.average_k_thresholds:
-            raise RuntimeError(
+            raise InvalidInputError(
                 "No calibrated average-K thresholds: pass the checkpoint of a `fit` run (--ckpt_path PATH)."
             )
         scores = self._head_scores(images)[head]
@@ -343,12 +344,12 @@ class TwoHeadModule(LightningModule):
         if saved is None:
             return
         if saved["num_classes"] != self.num_classes:
-            raise ValueError(
+            raise InvalidInputError(
                 f"The checkpoint was trained with num_classes={saved['num_classes']}, but the model has "
                 f"num_classes={self.num_classes}: use the data set the checkpoint was trained on."
             )
         if saved["method"] != self.method:
-            raise ValueError(
+            raise InvalidInputError(
                 f"The checkpoint was trained with method={saved['method']!r}, but the model has "
                 f"method={self.method!r}: pass --model.method {saved['method']}."
             )

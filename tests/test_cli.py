@@ -128,9 +128,13 @@ def test_two_cli_runs_in_one_process_get_two_run_dirs(tmp_path):
     assert (tmp_path / "version_0" / "config.yaml").is_file() and (tmp_path / "version_1" / "config.yaml").is_file()
 
 
-def test_test_without_calibrated_thresholds_says_what_to_do(tmp_path):
-    with pytest.raises(RuntimeError, match="--ckpt_path PATH"):
+def test_test_without_calibrated_thresholds_says_what_to_do(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
         _cli(["test", "--config", CONFIG, *SMALL, f"--trainer.default_root_dir={tmp_path}"])
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err
+    assert "error: No calibrated average-K thresholds for the multilabel, softmax head" in error
+    assert "--ckpt_path PATH" in error and "Traceback" not in error
 
 
 def test_a_subclass_with_its_own_backbone_trains_by_class_path(tmp_path):

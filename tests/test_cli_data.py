@@ -1,6 +1,9 @@
 """Each data module trained for one epoch and tested through the CLI, on fixtures in the real formats."""
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 from unittest import mock
 
@@ -77,11 +80,10 @@ def test_plantnet300k_fit_and_test_from_local_weights(tmp_path):
     assert {"test/avgk_acc@1", "test/avgk_acc@2", "test/softmax/avgk_acc_macro@2"} <= set(test.trainer.callback_metrics)
 
 
-def test_plantnet_config_without_the_weights_file_says_how_to_get_it(tmp_path):
+def test_plantnet_config_without_the_weights_file_says_how_to_get_it(tmp_path, capsys):
     data_dir = write_fake_plantnet(tmp_path / "plantnet300K")
     config = str(ROOT / "configs" / "plantnet300k_resnet18_two_head.yaml")
-    # jsonargparse re-raises the module's FileNotFoundError inside a ValueError that quotes its message
-    with pytest.raises((FileNotFoundError, ValueError), match="Backbone weights file not found: weights/resnet18"):
+    with pytest.raises(SystemExit) as exit_info:
         _cli(
             [
                 "fit",
@@ -92,6 +94,11 @@ def test_plantnet_config_without_the_weights_file_says_how_to_get_it(tmp_path):
                 f"--trainer.default_root_dir={tmp_path / 'runs'}",
             ]
         )
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err
+    assert error.startswith("error: Backbone weights file not found: weights/resnet18.tv_in1k.pth")
+    assert "torch.save(timm.create_model('resnet18.tv_in1k', pretrained=True)" in error
+    assert "Traceback" not in error
 
 
 @pytest.mark.slow
@@ -108,3 +115,33 @@ def test_image_folder_fit_and_test_by_class_path(tmp_path):
     fit, test = _fit_then_test("synthetic_two_head.yaml", tmp_path / "runs", overrides)
     assert fit.model.num_classes == 3 and fit.datamodule.class_names == ["daisy", "rose", "tulip"]
     assert "test/avgk_acc@2" in test.trainer.callback_metrics
+
+
+def test_a_data_mistake_ends_with_one_line_and_status_2_from_train_py(tmp_path):
+    write_image_folder(
+        tmp_path / "flowers", {"train": {"rose": 2, "daisy": 2, "tulip": 2}, "val": {"lily": 1}, "test": {"rose": 1}}
+    )
+    result = subprocess.run(
+        [
+            sys.executable,
+            "train.py",
+            "fit",
+            "--config",
+            str(ROOT / "configs" / "synthetic_two_head.yaml"),
+            "--data=avgk_lightning.data.ImageFolderDataModule",
+            f"--data.init_args.data_dir={tmp_path / 'flowers'}",
+            f"--trainer.default_root_dir={tmp_path / 'runs'}",
+        ],
+        cwd=ROOT,
+        env={**os.environ, "WANDB_MODE": "disabled"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"error: Unknown class folder {tmp_path / 'flowers' / 'val' / 'lily'}: class 'lily' has no folder in "
+        f"{tmp_path / 'flowers' / 'train'}. Class indices come from the training split: add training images for it "
+        "or remove the folder."
+    )

@@ -54,7 +54,7 @@ def test_corrupt_image_names_the_file_or_is_skipped_on_request(tmp_path, caplog)
     data = _folder(tmp_path)
     data.setup("fit")
     index = [str(p) for p in data.train_dataset.paths].index(str(broken))
-    with pytest.raises(RuntimeError, match="Cannot read image .*rose_9.jpg.*skip_corrupt=True"):
+    with pytest.raises(ValueError, match="Cannot read image .*rose_9.jpg.*skip_corrupt=True"):
         data.train_dataset[index]
     with pytest.warns(UserWarning, match="skipping unreadable image .*rose_9.jpg"):
         skipping = _folder(tmp_path, skip_corrupt=True)
@@ -130,3 +130,13 @@ def test_plantnet_batches_are_long_labels(plantnet_dir):
     data.setup("fit")
     images, targets = next(iter(data.train_dataloader()))
     assert images.dtype == torch.float32 and targets.dtype == torch.long
+
+
+def test_a_last_training_batch_of_one_sample_is_left_to_the_next_shuffle(tmp_path):
+    write_image_folder(tmp_path, {"train": {"rose": 3, "daisy": 2}, "val": {"rose": 1}, "test": {"rose": 1}})
+    data = _folder(tmp_path)  # 5 training images, batch 4: the last batch would hold 1
+    data.setup("fit")
+    assert [len(batch[1]) for batch in data.train_dataloader()] == [4]
+    data.batch_size = 3  # 5 = 3 + 2: nothing dropped
+    assert [len(batch[1]) for batch in data.train_dataloader()] == [3, 2]
+    assert sum(len(batch[1]) for batch in data.val_dataloader()) == 1  # evaluation never drops

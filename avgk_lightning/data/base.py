@@ -10,18 +10,20 @@ from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
+from avgk_lightning.errors import InvalidInputError
+
 
 def check_integer(name: str, value: object, minimum: int = 1) -> None:
     """Raise a ValueError naming argument `name` unless `value` is an integer >= `minimum`."""
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         expected = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
-        raise ValueError(f"Expected argument `{name}` to be {expected}, but got {value!r}")
+        raise InvalidInputError(f"Expected argument `{name}` to be {expected}, but got {value!r}")
 
 
 def check_probability(name: str, value: object) -> None:
     """Raise a ValueError naming argument `name` unless `value` is a number in [0, 1]."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
-        raise ValueError(f"Expected argument `{name}` to be a probability in [0, 1], but got {value!r}")
+        raise InvalidInputError(f"Expected argument `{name}` to be a probability in [0, 1], but got {value!r}")
 
 
 class AverageKDataModule(LightningDataModule, ABC):
@@ -78,7 +80,12 @@ class AverageKDataModule(LightningDataModule, ABC):
             raise RuntimeError(f"{type(self).__name__}.setup() did not create the {split} split")
         sampler = None
         trainer = self.trainer
-        if not train and trainer is not None and trainer.world_size > 1:
+        world_size = trainer.world_size if trainer is not None else 1
+        # A last training batch of one sample breaks batch norm: leave that sample to the next epoch's
+        # shuffle instead (one sample per epoch and process, never the same one for long).
+        per_process = -(-len(dataset) // world_size)
+        drop_last = train and per_process > 1 and per_process % self.batch_size == 1
+        if not train and world_size > 1:
             sampler = UnrepeatedDistributedSampler(
                 dataset, num_replicas=trainer.world_size, rank=trainer.global_rank, shuffle=False
             )
@@ -88,7 +95,7 @@ class AverageKDataModule(LightningDataModule, ABC):
             batch_size=self.batch_size,
             shuffle=train,
             sampler=sampler,
-            drop_last=False,
+            drop_last=drop_last,
             num_workers=workers,
             pin_memory=self.pin_memory and torch.cuda.is_available(),
             persistent_workers=self.persistent_workers and workers > 0,

@@ -19,6 +19,7 @@ from torchvision.transforms import v2
 
 from avgk_lightning.data.base import AverageKDataModule, check_integer, check_probability
 from avgk_lightning.data.folder import ImageFileDataset, list_images
+from avgk_lightning.errors import InvalidInputError, MissingFileError
 
 __all__ = ["CIFAR100DataModule"]
 
@@ -59,7 +60,7 @@ def _unpickle(path: Path) -> dict[str, Any]:
         with open(path, "rb") as handle:
             return pickle.load(handle, encoding="latin1")
     except (pickle.UnpicklingError, EOFError, ValueError) as error:
-        raise ValueError(f"{path} is not a CIFAR-100 python pickle ({error}); re-extract the archive") from error
+        raise InvalidInputError(f"{path} is not a CIFAR-100 python pickle ({error}); re-extract the archive") from error
 
 
 class CIFAR100DataModule(AverageKDataModule):
@@ -157,7 +158,7 @@ class CIFAR100DataModule(AverageKDataModule):
         folder = self._folder()
         missing = [name for name in CHECKSUMS if not (folder / name).is_file()]
         if missing:
-            raise FileNotFoundError(
+            raise MissingFileError(
                 f"CIFAR-100 files not found: {', '.join(str(folder / name) for name in missing)} "
                 f"(argument `data_dir`={self.data_dir}). Download cifar-100-python.tar.gz (the python version, "
                 f"from the CIFAR page) on a machine with internet and extract it into {folder.parent} so that "
@@ -167,7 +168,7 @@ class CIFAR100DataModule(AverageKDataModule):
             for name, expected in CHECKSUMS.items():
                 actual = _md5(folder / name)
                 if actual != expected:
-                    raise ValueError(
+                    raise InvalidInputError(
                         f"Checksum mismatch for {folder / name}: MD5 {actual}, expected {expected} (the published "
                         "file). Re-extract the archive, or pass `verify_checksums=False` for a re-packed copy."
                     )
@@ -176,7 +177,7 @@ class CIFAR100DataModule(AverageKDataModule):
         for split, content in (("train", train), ("test", test)):
             for key in ("data", "fine_labels", "coarse_labels"):
                 if key not in content:
-                    raise ValueError(f"{folder / split} has no {key!r} entry: not a CIFAR-100 python pickle")
+                    raise InvalidInputError(f"{folder / split} has no {key!r} entry: not a CIFAR-100 python pickle")
             data = np.asarray(content["data"], dtype=np.uint8)
             arrays[split] = (
                 torch.from_numpy(data.reshape(-1, 3, 32, 32).copy()),
@@ -208,7 +209,7 @@ class CIFAR100DataModule(AverageKDataModule):
         arrays = self._load()
         images, fine, coarse = arrays["train"]
         if self.val_size >= len(fine):
-            raise ValueError(
+            raise InvalidInputError(
                 f"Expected argument `val_size` ({self.val_size}) to be smaller than the {len(fine)} images of "
                 f"{self._folder() / 'train'}"
             )

@@ -14,6 +14,7 @@ from torch.utils.data import Dataset
 from torchvision import transforms as T
 
 from avgk_lightning.data.base import AverageKDataModule, check_integer
+from avgk_lightning.errors import InvalidInputError, MissingFileError
 
 __all__ = ["ImageFolderDataModule", "ImageFileDataset", "IMAGE_EXTENSIONS", "list_images"]
 
@@ -30,10 +31,12 @@ def _is_image(path: Path) -> bool:
 def list_images(folder: Path, argument: str = "predict_dir") -> list[Path]:
     """Every image file under `folder` (recursively), sorted; an error naming `argument` if there is none."""
     if not folder.is_dir():
-        raise FileNotFoundError(f"Image folder not found: {folder} (argument `{argument}`)")
+        raise MissingFileError(f"Image folder not found: {folder} (argument `{argument}`)")
     paths = sorted(path for path in folder.rglob("*") if path.is_file() and _is_image(path))
     if not paths:
-        raise ValueError(f"No images in {folder} (argument `{argument}`; extensions {', '.join(IMAGE_EXTENSIONS)})")
+        raise InvalidInputError(
+            f"No images in {folder} (argument `{argument}`; extensions {', '.join(IMAGE_EXTENSIONS)})"
+        )
     return paths
 
 
@@ -42,7 +45,7 @@ def _read_rgb(path: Path) -> Image.Image:
         with Image.open(path) as image:
             return image.convert("RGB")
     except (OSError, UnidentifiedImageError, ValueError) as error:
-        raise RuntimeError(
+        raise InvalidInputError(
             f"Cannot read image {path}: {error}. Replace or remove the file, or pass "
             "`skip_corrupt=True` (--data.init_args.skip_corrupt true) to skip unreadable images."
         ) from error
@@ -118,20 +121,20 @@ class ImageFolderDataModule(AverageKDataModule):
         super().__init__(batch_size, num_workers, pin_memory, persistent_workers)
         self.data_dir = Path(data_dir).expanduser()
         if not self.data_dir.is_dir():
-            raise FileNotFoundError(
+            raise MissingFileError(
                 f"Data directory not found: {self.data_dir} (argument `data_dir`). Pass the folder that "
                 "holds train/, val/ and test/."
             )
         for split in SPLITS:
             if not (self.data_dir / split).is_dir():
-                raise FileNotFoundError(
+                raise MissingFileError(
                     f"Split folder not found: {self.data_dir / split}. `data_dir` must hold train/, val/ and "
                     "test/, each with one sub-folder per class."
                 )
         check_integer("image_size", image_size)
         check_integer("resize_size", resize_size)
         if resize_size < image_size:
-            raise ValueError(
+            raise InvalidInputError(
                 f"Expected argument `resize_size` ({resize_size}) to be >= `image_size` ({image_size}): "
                 "images are resized, then cropped"
             )
@@ -142,7 +145,9 @@ class ImageFolderDataModule(AverageKDataModule):
         self.skip_corrupt = skip_corrupt
         self._classes = self._class_folders()
         if not self._classes:
-            raise ValueError(f"No class folders in {self.data_dir / 'train'}: put one sub-folder per class there.")
+            raise InvalidInputError(
+                f"No class folders in {self.data_dir / 'train'}: put one sub-folder per class there."
+            )
         self._index = {name: index for index, name in enumerate(self._classes)}
         self._samples: dict[str, tuple[list[Path], list[int]]] = {}
         self.train_transform, self.eval_transform = self._transforms()
@@ -170,7 +175,7 @@ class ImageFolderDataModule(AverageKDataModule):
             import timm.data
 
             if not timm.is_model(self.transforms_from_model):
-                raise ValueError(
+                raise InvalidInputError(
                     f"Unknown timm model {self.transforms_from_model!r} (argument `transforms_from_model`)"
                 )
             pretrained_cfg = timm.models.get_pretrained_cfg(self.transforms_from_model).to_dict()
@@ -191,7 +196,7 @@ class ImageFolderDataModule(AverageKDataModule):
                 ignored.append(entry.path)
                 continue
             if entry.name not in self._index:
-                raise ValueError(
+                raise InvalidInputError(
                     f"Unknown class folder {entry.path}: class {entry.name!r} has no folder in "
                     f"{self.data_dir / 'train'}. Class indices come from the training split: add training "
                     "images for it or remove the folder."
@@ -210,7 +215,7 @@ class ImageFolderDataModule(AverageKDataModule):
                 f"e.g. {ignored[0]} (images: {', '.join(IMAGE_EXTENSIONS)}, in <split>/<class>/)"
             )
         if not paths:
-            raise ValueError(
+            raise InvalidInputError(
                 f"Empty split: no images in {split_dir}/<class>/ (extensions {', '.join(IMAGE_EXTENSIONS)})"
             )
         return paths, labels
@@ -239,7 +244,7 @@ class ImageFolderDataModule(AverageKDataModule):
         if skipped:
             rank_zero_info(f"skip_corrupt: skipped {skipped} of {len(paths)} images in the {split} split")
         if not kept_paths:
-            raise ValueError(f"Empty split: every image of the {split} split is unreadable")
+            raise InvalidInputError(f"Empty split: every image of the {split} split is unreadable")
         return kept_paths, kept_labels
 
     def _dataset(self, split: str, transform: Callable) -> ImageFileDataset:

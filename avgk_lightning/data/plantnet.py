@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from avgk_lightning.data.folder import ImageFolderDataModule
+from avgk_lightning.errors import InvalidInputError, MissingFileError
 
 __all__ = ["PlantNet300KDataModule"]
 
@@ -18,7 +19,7 @@ METADATA_FILE = "plantnet300K_metadata.json"
 
 def _load_json(path: Path, argument: str) -> Any:
     if not path.is_file():
-        raise FileNotFoundError(
+        raise MissingFileError(
             f"Pl@ntNet-300K metadata file not found: {path}. `{argument}` must hold the files of the official "
             f"archive: {CLASS_INDEX_FILE}, {SPECIES_NAMES_FILE}, {METADATA_FILE} and images/."
         )
@@ -26,7 +27,7 @@ def _load_json(path: Path, argument: str) -> Any:
         with open(path, encoding="utf-8") as handle:
             return json.load(handle)
     except json.JSONDecodeError as error:
-        raise ValueError(f"Pl@ntNet-300K metadata file {path} is not valid JSON: {error}") from error
+        raise InvalidInputError(f"Pl@ntNet-300K metadata file {path} is not valid JSON: {error}") from error
 
 
 class PlantNet300KDataModule(ImageFolderDataModule):
@@ -51,7 +52,7 @@ class PlantNet300KDataModule(ImageFolderDataModule):
     def __init__(self, data_dir: str | os.PathLike, **kwargs: Any) -> None:
         root = Path(data_dir).expanduser()
         if not root.is_dir():
-            raise FileNotFoundError(
+            raise MissingFileError(
                 f"Data directory not found: {root} (argument `data_dir`). Pass the folder of the extracted "
                 "Pl@ntNet-300K archive (it holds images/ and the metadata files)."
             )
@@ -63,13 +64,17 @@ class PlantNet300KDataModule(ImageFolderDataModule):
         try:
             order = sorted(index_to_species, key=int)
         except ValueError as error:
-            raise ValueError(f"{root / CLASS_INDEX_FILE}: keys must be class indices 0..L-1 ({error})") from error
+            raise InvalidInputError(
+                f"{root / CLASS_INDEX_FILE}: keys must be class indices 0..L-1 ({error})"
+            ) from error
         if [int(index) for index in order] != list(range(len(order))):
-            raise ValueError(f"{root / CLASS_INDEX_FILE}: class indices must be 0..{len(order) - 1} without gaps")
+            raise InvalidInputError(
+                f"{root / CLASS_INDEX_FILE}: class indices must be 0..{len(order) - 1} without gaps"
+            )
         self.species_ids = [str(index_to_species[index]) for index in order]
         unnamed = [species for species in self.species_ids if species not in self.species_names]
         if unnamed:
-            raise ValueError(
+            raise InvalidInputError(
                 f"{root / SPECIES_NAMES_FILE} has no name for species {', '.join(unnamed[:5])}"
                 f"{' ...' if len(unnamed) > 5 else ''} of {root / CLASS_INDEX_FILE}: the metadata files disagree"
             )
@@ -81,13 +86,13 @@ class PlantNet300KDataModule(ImageFolderDataModule):
         folders = {entry.name for entry in os.scandir(self.data_dir / "train") if entry.is_dir()}
         unknown = sorted(folders - set(self.species_ids))
         if unknown:
-            raise ValueError(
+            raise InvalidInputError(
                 f"Class folder {self.data_dir / 'train' / unknown[0]} is not a species of "
                 f"{self.root / CLASS_INDEX_FILE} ({len(unknown)} such folders): the folders and the metadata disagree"
             )
         missing = [species for species in self.species_ids if species not in folders]
         if missing:
-            raise ValueError(
+            raise InvalidInputError(
                 f"{len(missing)} species of {self.root / CLASS_INDEX_FILE} have no folder in "
                 f"{self.data_dir / 'train'} (e.g. {missing[0]}): the folders and the metadata disagree"
             )
@@ -111,7 +116,7 @@ class PlantNet300KDataModule(ImageFolderDataModule):
                     f"{path}: {METADATA_FILE} says species {entry.get('species_id')}, split {entry.get('split')}"
                 )
         if problems:
-            raise ValueError(
+            raise InvalidInputError(
                 f"{len(problems)} images of {self.data_dir / split} disagree with {self.metadata_path}: "
                 + "; ".join(problems[:3])
                 + (" ..." if len(problems) > 3 else "")

@@ -8,6 +8,7 @@ from torch import Tensor
 from torch.utils.data import TensorDataset
 
 from avgk_lightning.data.base import AverageKDataModule, check_integer, check_probability
+from avgk_lightning.errors import InvalidInputError
 
 _SPLIT_OFFSETS = {"train": 1, "val": 2, "test": 3}
 
@@ -85,7 +86,7 @@ class SyntheticAmbiguityDataModule(AverageKDataModule):
         check_probability("label_noise", label_noise)
         for name, value in (("power", power), ("sibling_distance", sibling_distance), ("noise", noise)):
             if value < 0:
-                raise ValueError(f"Expected argument `{name}` to be >= 0, but got {value!r}")
+                raise InvalidInputError(f"Expected argument `{name}` to be >= 0, but got {value!r}")
         self.num_superclasses = num_superclasses
         self.classes_per_superclass = classes_per_superclass
         self.image_size = image_size
