@@ -64,6 +64,8 @@ class TwoHeadModule(LightningModule):
             divided by 10 at 50% and 75% of ``max_epochs``.
         class_names: one name per class (linked from the data module by the CLI; kept in checkpoints).
         class_counts: training samples per class (linked from the data module; for long-tail analyses).
+        compile: compile the backbone with ``torch.compile`` (in place: checkpoints keep their keys and
+            load into an uncompiled model).
 
     Example:
         >>> model = TwoHeadModule(num_classes=10, backbone="resnet18", k=2)
@@ -87,6 +89,7 @@ class TwoHeadModule(LightningModule):
         lr_scheduler: LRSchedulerCallable | None = None,
         class_names: Sequence[str] | None = None,
         class_counts: Sequence[int] | None = None,
+        compile: bool = False,
     ) -> None:
         super().__init__()
         if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
@@ -184,6 +187,11 @@ class TwoHeadModule(LightningModule):
             model.maxpool = nn.Identity()
         width = getattr(model, "head_hidden_size", None) or model.num_features
         return model, int(width)
+
+    def configure_model(self) -> None:
+        if self.hparams.compile and not getattr(self, "_compiled", False):
+            self.backbone.compile()
+            self._compiled = True
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         features = self.backbone(x)

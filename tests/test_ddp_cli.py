@@ -1,0 +1,105 @@
+"""`fit` on 2 DDP processes, then `test` and `validate` from its checkpoint on 1 and on 2 processes.
+
+Every command is `python train.py ...` in a subprocess, as a user runs it (Lightning's launcher starts
+the second rank); the test and validation splits have odd sizes (203 and 201 samples). Each process
+group is killed at the end, whatever happens, so nothing is left behind.
+"""
+
+import csv
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+COMMON = [
+    "--config",
+    str(ROOT / "configs" / "synthetic_two_head.yaml"),
+    "--data.init_args.train_size=600",
+    "--data.init_args.val_size=201",
+    "--data.init_args.test_size=203",
+    "--data.init_args.batch_size=32",
+    "--trainer.max_epochs=1",
+    "--trainer.accelerator=cpu",
+    "--trainer.enable_progress_bar=false",
+    "--trainer.logger=lightning.pytorch.loggers.CSVLogger",
+    "--trainer.logger.init_args.save_dir=.",
+]
+DDP = ["--trainer.devices=2", "--trainer.strategy=ddp"]
+
+
+def _train_py(args, root):
+    env = {**os.environ, "WANDB_MODE": "disabled"}
+    for name in ("LOCAL_RANK", "RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT", "AVGK_RUN_DIR"):
+        env.pop(name, None)
+    process = subprocess.Popen(
+        [sys.executable, "train.py", args[0], *COMMON, *args[1:], f"--trainer.default_root_dir={root}"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        output, _ = process.communicate(timeout=300)
+    finally:
+        try:
+            os.killpg(process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    assert process.returncode == 0, output[-4000:]
+
+
+def _logged(run_dir: Path, prefix: str) -> dict[str, float]:
+    (metrics_file,) = run_dir.glob("**/metrics.csv")
+    values = {}
+    with open(metrics_file) as handle:
+        for row in csv.DictReader(handle):
+            values.update({name: float(value) for name, value in row.items() if name.startswith(prefix) and value})
+    return values
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ddp_cli")
+    _train_py(["fit", *DDP], root)  # version_0
+    checkpoint = root / "version_0" / "checkpoints" / "best.ckpt"
+    assert checkpoint.is_file()
+    _train_py(["test", "--trainer.devices=1", f"--ckpt_path={checkpoint}"], root)  # version_1
+    _train_py(["test", *DDP, f"--ckpt_path={checkpoint}"], root)  # version_2
+    _train_py(["validate", "--trainer.devices=1", f"--ckpt_path={checkpoint}"], root)  # version_3
+    _train_py(["validate", *DDP, f"--ckpt_path={checkpoint}"], root)  # version_4
+    return root
+
+
+def _assert_same(single: dict, distributed: dict) -> None:
+    assert single and single.keys() == distributed.keys()
+    for name, value in single.items():
+        assert distributed[name] == pytest.approx(value, rel=1e-5, abs=1e-6), name
+
+
+@pytest.mark.slow
+def test_test_metrics_are_the_same_on_one_and_two_processes(runs):
+    single, distributed = _logged(runs / "version_1", "test/"), _logged(runs / "version_2", "test/")
+    assert "test/avgk_acc@2" in single and "test/softmax/avgk_acc_macro@10" in single
+    _assert_same(single, distributed)
+
+
+@pytest.mark.slow
+def test_validate_metrics_are_the_same_on_one_and_two_processes(runs):
+    single, distributed = _logged(runs / "version_3", "val/"), _logged(runs / "version_4", "val/")
+    assert "val/oracle/avgk_acc@3" in single
+    _assert_same(single, distributed)
+
+
+@pytest.mark.slow
+def test_ddp_fit_ran_two_ranks_in_one_run_dir(runs):
+    assert sorted(path.name for path in runs.iterdir()) == [f"version_{i}" for i in range(5)]
+    for version, devices in ((0, 2), (1, 1), (2, 2), (3, 1), (4, 2)):
+        (config,) = (runs / f"version_{version}").glob("**/config.yaml")
+        assert f"devices: {devices}\n" in config.read_text()
+    assert _logged(runs / "version_0", "val/")["val/set_size@2"] == pytest.approx(2, abs=0.05)
