@@ -10,7 +10,7 @@ from torch import Tensor
 
 from avgk_lightning.errors import InvalidInputError
 
-__all__ = ["PseudoLabelThreshold", "histogram_threshold"]
+__all__ = ["PseudoLabelThreshold", "NonTrueScoreHistogram", "histogram_threshold"]
 
 # Histogram over the float32 bit pattern of the softmax scores: for non-negative floats the pattern
 # is monotone in the value, so bins ordered by index are ordered by value. Dropping the 12 lowest bits
@@ -57,6 +57,38 @@ def histogram_threshold(histogram: Tensor, count: int) -> float:
     return upper - (upper - lower) * needed / in_bin
 
 
+class NonTrueScoreHistogram:
+    """The epoch statistic of :class:`PseudoLabelThreshold`: counts of the non-true softmax scores per bin.
+
+    A fixed-size int64 tensor (:attr:`counts`, 2 MB) whatever the number of scores streamed through
+    :meth:`update`; :meth:`threshold` reads the value with a given number of scores above it.
+
+    Example:
+        >>> histogram = NonTrueScoreHistogram()
+        >>> histogram.update(torch.tensor([[0.7, 0.2, 0.1], [0.1, 0.5, 0.4]]), torch.tensor([0, 1]))
+        >>> 0.2 < histogram.threshold(1) <= 0.4  # one non-true score (0.4) above it
+        True
+    """
+
+    def __init__(self, device: torch.device | str | None = None) -> None:
+        self.counts = torch.zeros(_HISTOGRAM_BINS, dtype=torch.long, device=device)
+
+    def update(self, softmax_probs: Tensor, target: Tensor) -> None:
+        """Add the non-true entries of a (B, L) batch of softmax scores."""
+        bins = _bin_indices(softmax_probs)
+        self.counts.index_add_(0, bins.flatten(), torch.ones_like(bins).flatten())
+        true_bins = bins.gather(1, target.long().unsqueeze(1)).squeeze(1)
+        self.counts.index_add_(0, true_bins, torch.full_like(true_bins, -1))
+
+    def threshold(self, count: int) -> float:
+        """The value with `count` of the scores seen above it (see :func:`histogram_threshold`)."""
+        return histogram_threshold(self.counts, count)
+
+    @property
+    def nbytes(self) -> int:
+        return self.counts.numel() * self.counts.element_size()
+
+
 class PseudoLabelThreshold(Callback):
     r"""Sets the pseudo-label threshold of the two-head loss from epoch-level softmax statistics.
 
@@ -90,7 +122,7 @@ class PseudoLabelThreshold(Callback):
             raise InvalidInputError(f"Expected argument `scope` to be 'epoch' or 'batch', but got {scope!r}")
         self.scope = scope
         self.threshold: float | None = None
-        self._histogram: Tensor | None = None
+        self._histogram: NonTrueScoreHistogram | None = None
         self._totals: Tensor | None = None  # samples, pseudo-label positives, sum of batch thresholds, batches
 
     @staticmethod
@@ -103,7 +135,7 @@ class PseudoLabelThreshold(Callback):
             return
         pl_module.pseudo_label_threshold = self.threshold if self.scope == "epoch" else None
         if self.scope == "epoch":
-            self._histogram = torch.zeros(_HISTOGRAM_BINS, dtype=torch.long, device=pl_module.device)
+            self._histogram = NonTrueScoreHistogram(pl_module.device)
         self._totals = torch.zeros(4, dtype=torch.float64, device=pl_module.device)
 
     def on_train_batch_end(
@@ -113,10 +145,7 @@ class PseudoLabelThreshold(Callback):
             return
         probs, target = outputs["softmax_probs"], outputs["target"]
         if self._histogram is not None:
-            bins = _bin_indices(probs)
-            self._histogram.index_add_(0, bins.flatten(), torch.ones_like(bins).flatten())
-            true_bins = bins.gather(1, target.long().unsqueeze(1)).squeeze(1)
-            self._histogram.index_add_(0, true_bins, torch.full_like(true_bins, -1))
+            self._histogram.update(probs, target)
         self._totals[0] += target.shape[0]
         self._totals[1] += outputs["pseudo_label_positives"]
         self._totals[2] += outputs["pseudo_label_threshold"]
@@ -130,7 +159,7 @@ class PseudoLabelThreshold(Callback):
             payload = trainer.strategy.reduce(self._totals, reduce_op="sum")
         else:
             payload = trainer.strategy.reduce(
-                torch.cat([self._histogram, self._totals.round().long()]), reduce_op="sum"
+                torch.cat([self._histogram.counts, self._totals.round().long()]), reduce_op="sum"
             )
         samples, positives, threshold_sum, batches = (float(value) for value in payload[-4:])
         histogram = None if self._histogram is None else payload[:-4]

@@ -4,7 +4,7 @@ from lightning.pytorch import Callback, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from avgk_lightning import PseudoLabelThreshold
-from avgk_lightning.callbacks import _HISTOGRAM_BINS, _bin_indices, histogram_threshold
+from avgk_lightning.callbacks import _HISTOGRAM_BINS, NonTrueScoreHistogram, _bin_indices
 from avgk_lightning.data import SyntheticAmbiguityDataModule
 from tests.helpers import TinyCNNModule
 
@@ -41,13 +41,20 @@ class ThresholdProbe(Callback):
 
 
 @pytest.mark.parametrize("k", [2, 3, 5, 10])
-def test_histogram_threshold_puts_the_requested_count_above_it(k):
+def test_histogram_threshold_puts_the_requested_count_of_non_true_scores_above_it(k):
     generator = torch.Generator().manual_seed(k)
-    probs = torch.randn(4000, 100, generator=generator).mul(2.5).softmax(dim=1)
-    histogram = torch.zeros(_HISTOGRAM_BINS, dtype=torch.long)
-    histogram.index_add_(0, _bin_indices(probs).flatten(), torch.ones(probs.numel(), dtype=torch.long))
+    target = torch.randint(0, 100, (4000,), generator=generator)
+    logits = torch.randn(4000, 100, generator=generator).mul(2.5)
+    logits[torch.arange(4000), target] += 4  # the true class is usually the top score
+    probs = logits.softmax(dim=1)
+    histogram = NonTrueScoreHistogram()
+    for start in range(0, 4000, 32):
+        histogram.update(probs[start : start + 32], target[start : start + 32])
+    assert histogram.counts.sum().item() == 4000 * 99
     count = (k - 1) * 4000
-    above = (probs >= histogram_threshold(histogram, count)).sum().item()
+    non_true = probs.clone()
+    non_true[torch.arange(4000), target] = -1.0
+    above = (non_true >= histogram.threshold(count)).sum().item()
     assert abs(above - count) <= 0.005 * count
 
 
