@@ -1,6 +1,6 @@
 """Training throughput of the two-head loss over the softmax baseline: same backbone, batch and data.
 
-Usage: python benchmarks/overhead.py [--backbone resnet18] [--image-size 32] [--batch-size 128] [--steps 40]
+Usage: python benchmarks/overhead.py [--backbone resnet18] [--image-size 32] [--batch-size 128] [--steps 60] [--rounds 5]
 
 Trains each method for `steps` optimisation steps (after 5 warm-up steps) on the embedded data at
 `image-size`, alternating the methods over `rounds` rounds and keeping each method's best round, and
@@ -69,8 +69,8 @@ def main() -> None:
     parser.add_argument("--backbone", default="resnet18")
     parser.add_argument("--image-size", type=int, default=32)
     parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--steps", type=int, default=40)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=60)
+    parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
     settings = [("cpu", "32-true")]
     if torch.cuda.is_available():
