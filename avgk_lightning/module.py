@@ -19,6 +19,7 @@ from avgk_lightning.functional import _batch_pseudo_label_threshold, _pseudo_lab
 from avgk_lightning.losses import build_loss
 from avgk_lightning.metrics import AverageKEvaluation, format_k
 from avgk_lightning.report import results_table
+from avgk_lightning.resume import collect_rng_states, restore_rng_states
 
 __all__ = ["TwoHeadModule", "DEFAULT_EVAL_KS"]
 
@@ -345,6 +346,7 @@ class TwoHeadModule(LightningModule):
             "num_classes": self.num_classes,
             "method": self.method,
             "thresholds": {head: dict(values) for head, values in self.average_k_thresholds.items()},
+            "rng_states": collect_rng_states(),
         }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -362,3 +364,7 @@ class TwoHeadModule(LightningModule):
                 f"method={self.method!r}: pass --model.method {saved['method']}."
             )
         self.average_k_thresholds = {head: dict(values) for head, values in saved["thresholds"].items()}
+        if "rng_states" in saved:
+            # Continue the random streams of the interrupted run (see avgk_lightning.resume); the first
+            # training batches are drawn before any later hook, and evaluation draws nothing from them.
+            restore_rng_states(saved["rng_states"])

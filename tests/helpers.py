@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import signal
+
 import numpy as np
 import torch
+from lightning.pytorch import Callback
 from torch import nn
 
 from avgk_lightning import TwoHeadModule
@@ -40,3 +44,14 @@ def tied_scores(n: int, num_classes: int, seed: int, levels: int = 50) -> torch.
     generator = torch.Generator().manual_seed(seed)
     scores = torch.randn(n, num_classes, generator=generator).mul(2).softmax(dim=1)
     return (scores * levels).round() / levels
+
+
+class KillAtEpochStart(Callback):
+    """Sends SIGKILL to its own process when epoch `epoch` starts (the previous epoch's checkpoint is saved)."""
+
+    def __init__(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        if trainer.current_epoch == self.epoch:
+            os.kill(os.getpid(), signal.SIGKILL)

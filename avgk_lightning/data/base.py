@@ -90,6 +90,9 @@ class AverageKDataModule(LightningDataModule, ABC):
                 dataset, num_replicas=trainer.world_size, rank=trainer.global_rank, shuffle=False
             )
         workers = self.num_workers
+        # Evaluation loaders draw their worker seeds from a generator of their own, not from the global
+        # one: validation then leaves the training random streams untouched (exact resume).
+        generator = None if train else torch.Generator().manual_seed(0)
         return DataLoader(
             dataset,
             batch_size=self.batch_size,
@@ -99,6 +102,7 @@ class AverageKDataModule(LightningDataModule, ABC):
             num_workers=workers,
             pin_memory=self.pin_memory and torch.cuda.is_available(),
             persistent_workers=self.persistent_workers and workers > 0,
+            generator=generator,
         )
 
     def train_dataloader(self) -> DataLoader:

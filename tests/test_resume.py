@@ -1,0 +1,97 @@
+"""A run killed by a signal after an epoch's checkpoint and resumed ends exactly like an uninterrupted one."""
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from unittest import mock
+
+import pytest
+import torch
+
+from avgk_lightning.cli import run_cli
+
+ROOT = Path(__file__).resolve().parents[1]
+COMMON = [
+    "--config",
+    str(ROOT / "configs" / "synthetic_two_head.yaml"),
+    "--data.init_args.train_size=640",
+    "--data.init_args.val_size=256",
+    "--data.init_args.test_size=257",
+    "--data.init_args.batch_size=64",
+    "--trainer.max_epochs=3",
+    "--trainer.deterministic=true",
+    "--trainer.enable_progress_bar=false",
+    "--trainer.logger=false",
+    "--model.init_args.lr_scheduler=torch.optim.lr_scheduler.MultiStepLR",
+    "--model.init_args.lr_scheduler.init_args.milestones=[2]",
+]
+
+
+def _fit(root, *extra):
+    env = {**os.environ, "WANDB_MODE": "disabled"}
+    env.pop("AVGK_RUN_DIR", None)
+    process = subprocess.Popen(
+        [sys.executable, "train.py", "fit", *COMMON, f"--trainer.default_root_dir={root}", *extra],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        output, _ = process.communicate(timeout=300)
+    finally:
+        try:
+            os.killpg(process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    return process.returncode, output
+
+
+def _test_metrics(root, checkpoint):
+    with mock.patch("sys.argv", ["train.py"]):
+        cli = run_cli(["test", *COMMON, f"--trainer.default_root_dir={root}", f"--ckpt_path={checkpoint}"])
+    return {name: float(value) for name, value in cli.trainer.callback_metrics.items()}
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("resume")
+    code, output = _fit(root / "first")
+    assert code == 0, output[-3000:]
+    code, output = _fit(root / "second")
+    assert code == 0, output[-3000:]
+    code, output = _fit(
+        root / "killed", "--trainer.callbacks+=tests.helpers.KillAtEpochStart", "--trainer.callbacks.epoch=2"
+    )
+    assert code == -signal.SIGKILL, output[-3000:]
+    killed_checkpoint = root / "killed" / "version_0" / "checkpoints" / "last.ckpt"
+    code, output = _fit(root / "killed", f"--ckpt_path={killed_checkpoint}")
+    assert code == 0, output[-3000:]
+    return root
+
+
+@pytest.mark.slow
+def test_the_killed_run_stopped_after_its_second_epoch(runs):
+    saved = torch.load(runs / "killed" / "version_0" / "checkpoints" / "last.ckpt", weights_only=True)
+    assert saved["epoch"] == 1
+    assert saved["callbacks"]["PseudoLabelThreshold"]["threshold"] is not None
+    assert saved["average_k"]["thresholds"]["multilabel"]
+
+
+@pytest.mark.slow
+def test_resumed_run_ends_with_the_metrics_of_an_uninterrupted_run(runs):
+    uninterrupted = _test_metrics(runs / "first", runs / "first" / "version_0" / "checkpoints" / "last.ckpt")
+    resumed = _test_metrics(runs / "killed", runs / "killed" / "version_1" / "checkpoints" / "last.ckpt")
+    assert "test/avgk_acc@2" in uninterrupted
+    assert resumed == uninterrupted
+
+
+@pytest.mark.slow
+def test_same_seed_same_config_same_metrics(runs):
+    first = _test_metrics(runs / "first", runs / "first" / "version_0" / "checkpoints" / "last.ckpt")
+    second = _test_metrics(runs / "second", runs / "second" / "version_0" / "checkpoints" / "last.ckpt")
+    assert first == second
