@@ -8,17 +8,17 @@ from pathlib import Path
 from typing import Any
 
 from lightning.pytorch.callbacks import ModelCheckpoint
-from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities import rank_zero_info
 
 from avgk_lightning.callbacks import PseudoLabelThreshold
 from avgk_lightning.data.base import AverageKDataModule
-from avgk_lightning.errors import InvalidInputError, find_input_error
+from avgk_lightning.errors import InvalidInputError, MissingFileError, find_input_error
 from avgk_lightning.metrics import format_k
 from avgk_lightning.module import TwoHeadModule
 
-__all__ = ["AverageKCLI", "new_run_dir", "run_cli"]
+__all__ = ["AverageKCLI", "VersionedSaveConfigCallback", "latest_last_checkpoint", "new_run_dir", "run_cli"]
 
 _RUN_DIR_VARIABLE = "AVGK_RUN_DIR"
 # Set in processes that a launcher (torchrun, SLURM, Lightning's DDP) started as one rank of a job.
@@ -40,6 +40,46 @@ def new_run_dir(root: str | os.PathLike) -> Path:
     return root / f"version_{version}"
 
 
+def latest_last_checkpoint(root: str | os.PathLike) -> Path:
+    """``last.ckpt`` of the newest ``root/version_N`` that has one: what ``--ckpt_path last`` resumes.
+
+    Example:
+        >>> import tempfile
+        >>> root = Path(tempfile.mkdtemp())
+        >>> for version in (0, 1, 2):
+        ...     (root / f"version_{version}" / "checkpoints").mkdir(parents=True)
+        >>> for version in (0, 1):
+        ...     (root / f"version_{version}" / "checkpoints" / "last.ckpt").touch()
+        >>> latest_last_checkpoint(root).relative_to(root).as_posix()
+        'version_1/checkpoints/last.ckpt'
+    """
+    candidates = []
+    for path in Path(root).glob("version_*/checkpoints/last.ckpt"):
+        suffix = path.parent.parent.name.removeprefix("version_")
+        if suffix.isdigit():
+            candidates.append((int(suffix), path))
+    if not candidates:
+        raise MissingFileError(
+            f"--ckpt_path last: no {Path(root)}/version_N/checkpoints/last.ckpt to resume from (argument "
+            "`trainer.default_root_dir` names the folder of the runs). Pass the checkpoint's path instead."
+        )
+    return max(candidates)[1]
+
+
+class VersionedSaveConfigCallback(SaveConfigCallback):
+    """Saves the run's config as ``config.yaml``, or ``config-1.yaml``, ... when resuming in the same directory."""
+
+    def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:
+        log_dir = Path(trainer.log_dir or trainer.default_root_dir)
+        stem, suffix = os.path.splitext(self.config_filename)
+        name, version = self.config_filename, 0
+        while (log_dir / name).exists():
+            version += 1
+            name = f"{stem}-{version}{suffix}"
+        self.config_filename = name
+        super().setup(trainer, pl_module, stage)
+
+
 def _as_list(counts: Any) -> list[int]:
     return [int(count) for count in counts]
 
@@ -56,7 +96,8 @@ class AverageKCLI(LightningCLI):
       best ``val/avgk_acc@K`` for the model's `k`, and ``last.ckpt``);
     * ``data.num_classes``, ``data.class_names`` and ``data.class_counts`` are linked into the model;
     * every run writes into a new ``<trainer.default_root_dir>/version_N`` (its config, checkpoints and
-      logs), so nothing of an earlier run is overwritten. Processes that Lightning's DDP launcher starts
+      logs), so nothing of an earlier run is overwritten. ``--ckpt_path last`` resumes the newest run
+      that has a ``last.ckpt``: ``fit`` continues in that run's directory, other commands start a new one. Processes that Lightning's DDP launcher starts
       share the directory of rank 0 (``AVGK_RUN_DIR``); ranks started by torchrun or SLURM use
       ``default_root_dir`` as given (pick a new one per job).
     """
@@ -75,10 +116,15 @@ class AverageKCLI(LightningCLI):
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
         root = config.trainer.default_root_dir or "runs"
+        resume_dir = None
+        if config.get("ckpt_path") == "last":
+            last = latest_last_checkpoint(root)
+            config.ckpt_path = str(last)
+            resume_dir = last.parent.parent if self.subcommand == "fit" else None  # fit continues in place
         if any(os.environ.get(name) for name in _RANK_VARIABLES):
-            run_dir = Path(os.environ.get(_RUN_DIR_VARIABLE) or root)
+            run_dir = Path(os.environ.get(_RUN_DIR_VARIABLE) or resume_dir or root)
         else:
-            run_dir = new_run_dir(root)
+            run_dir = resume_dir or new_run_dir(root)
             os.environ[_RUN_DIR_VARIABLE] = str(run_dir)  # inherited by the DDP processes Lightning starts
         config.trainer.default_root_dir = str(run_dir)
         if config.checkpoint.dirpath is None:
@@ -137,6 +183,7 @@ def run_cli(args: list[str] | None = None) -> AverageKCLI:
             subclass_mode_model=True,
             subclass_mode_data=True,
             seed_everything_default=0,
+            save_config_callback=VersionedSaveConfigCallback,
             save_config_kwargs={"overwrite": False},
             args=args,
         )

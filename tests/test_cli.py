@@ -169,3 +169,12 @@ def test_new_run_dir_never_reuses_a_directory(tmp_path):
     (tmp_path / "version_0").mkdir()
     (tmp_path / "version_1").mkdir()
     assert new_run_dir(tmp_path) == tmp_path / "version_2"
+
+
+def test_ckpt_path_last_without_any_run_says_so(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        _cli(["fit", "--config", CONFIG, *SMALL, f"--trainer.default_root_dir={tmp_path}", "--ckpt_path=last"])
+    assert exit_info.value.code == 2
+    assert f"error: --ckpt_path last: no {tmp_path}/version_N/checkpoints/last.ckpt to resume from" in (
+        capsys.readouterr().err
+    )

@@ -1,6 +1,7 @@
 """A run killed by a signal after an epoch's checkpoint and resumed ends exactly like an uninterrupted one."""
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -69,14 +70,15 @@ def runs(tmp_path_factory):
     )
     assert code == -signal.SIGKILL, output[-3000:]
     killed_checkpoint = root / "killed" / "version_0" / "checkpoints" / "last.ckpt"
-    code, output = _fit(root / "killed", f"--ckpt_path={killed_checkpoint}")
+    shutil.copy(killed_checkpoint, root / "at_the_kill.ckpt")
+    code, output = _fit(root / "killed", "--ckpt_path=last")  # resumes version_0 in place
     assert code == 0, output[-3000:]
     return root
 
 
 @pytest.mark.slow
 def test_the_killed_run_stopped_after_its_second_epoch(runs):
-    saved = torch.load(runs / "killed" / "version_0" / "checkpoints" / "last.ckpt", weights_only=True)
+    saved = torch.load(runs / "at_the_kill.ckpt", weights_only=True)
     assert saved["epoch"] == 1
     assert saved["callbacks"]["PseudoLabelThreshold"]["threshold"] is not None
     assert saved["average_k"]["thresholds"]["multilabel"]
@@ -85,9 +87,17 @@ def test_the_killed_run_stopped_after_its_second_epoch(runs):
 @pytest.mark.slow
 def test_resumed_run_ends_with_the_metrics_of_an_uninterrupted_run(runs):
     uninterrupted = _test_metrics(runs / "first", runs / "first" / "version_0" / "checkpoints" / "last.ckpt")
-    resumed = _test_metrics(runs / "killed", runs / "killed" / "version_1" / "checkpoints" / "last.ckpt")
+    resumed = _test_metrics(runs / "killed", runs / "killed" / "version_0" / "checkpoints" / "last.ckpt")
     assert "test/avgk_acc@2" in uninterrupted
     assert resumed == uninterrupted
+
+
+@pytest.mark.slow
+def test_ckpt_path_last_resumes_in_place_and_keeps_both_configs(runs):
+    run_dir = runs / "killed" / "version_0"
+    assert torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] == 2
+    assert (run_dir / "config.yaml").is_file() and (run_dir / "config-1.yaml").is_file()
+    assert "ckpt_path: last" not in (run_dir / "config-1.yaml").read_text()  # the resolved path is recorded
 
 
 @pytest.mark.slow
