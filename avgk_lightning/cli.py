@@ -96,10 +96,11 @@ class AverageKCLI(LightningCLI):
       best ``val/avgk_acc@K`` for the model's `k`, and ``last.ckpt``);
     * ``data.num_classes``, ``data.class_names`` and ``data.class_counts`` are linked into the model;
     * every run writes into a new ``<trainer.default_root_dir>/version_N`` (its config, checkpoints and
-      logs), so nothing of an earlier run is overwritten. ``--ckpt_path last`` resumes the newest run
-      that has a ``last.ckpt``: ``fit`` continues in that run's directory, other commands start a new one. Processes that Lightning's DDP launcher starts
-      share the directory of rank 0 (``AVGK_RUN_DIR``); ranks started by torchrun or SLURM use
-      ``default_root_dir`` as given (pick a new one per job).
+      logs), so nothing of an earlier run is overwritten. Processes that Lightning's DDP launcher
+      starts share the directory of rank 0 (``AVGK_RUN_DIR``); ranks started by torchrun or SLURM use
+      ``default_root_dir`` as given (pick a new one per job);
+    * ``--ckpt_path last`` resumes the newest run that has a ``last.ckpt``: ``fit`` continues in that
+      run's directory, the other commands start a new one.
     """
 
     def add_arguments_to_parser(self, parser: Any) -> None:
