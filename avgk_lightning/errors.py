@@ -6,7 +6,7 @@ catch them as usual; ``train.py`` prints their message alone and exits with stat
 
 from __future__ import annotations
 
-__all__ = ["InvalidInputError", "MissingFileError", "find_input_error"]
+__all__ = ["InvalidInputError", "MissingFileError", "NonFiniteLossError", "find_input_error"]
 
 
 class InvalidInputError(ValueError):
@@ -15,6 +15,10 @@ class InvalidInputError(ValueError):
 
 class MissingFileError(InvalidInputError, FileNotFoundError):
     """A file or folder the user pointed at does not exist."""
+
+
+class NonFiniteLossError(InvalidInputError, FloatingPointError):
+    """The training loss became NaN or infinite: training stops before the update that would spread it."""
 
 
 def find_input_error(error: BaseException) -> InvalidInputError | None:

@@ -14,7 +14,7 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor, nn
 
-from avgk_lightning.errors import InvalidInputError, MissingFileError
+from avgk_lightning.errors import InvalidInputError, MissingFileError, NonFiniteLossError
 from avgk_lightning.functional import _batch_pseudo_label_threshold, _pseudo_labels, average_k_sets
 from avgk_lightning.losses import build_loss
 from avgk_lightning.metrics import AverageKEvaluation, format_k
@@ -25,6 +25,47 @@ __all__ = ["TwoHeadModule", "DEFAULT_EVAL_KS"]
 
 DEFAULT_EVAL_KS = (1.0, 2.0, 3.0, 5.0, 10.0)
 _CHECKPOINT_KEY = "average_k"
+
+
+def _load_backbone_weights(model: nn.Module, path: Path, name: str) -> None:
+    """Load a timm or torchvision weights file into a classifier-less timm model, refusing any mismatch.
+
+    timm's own pretrained loading is lenient (keys it cannot place are only logged); here every weight
+    of the backbone must come from the file, with its shape. The file's classifier is dropped.
+    """
+    import sys
+
+    import timm
+
+    try:
+        state_dict = timm.models.load_state_dict(str(path))
+    except Exception as error:
+        raise InvalidInputError(
+            f"Cannot read backbone weights file {path} (argument `weights_path`): {error}"
+        ) from error
+    filter_fn = getattr(sys.modules[type(model).__module__], "checkpoint_filter_fn", None)
+    if filter_fn is not None:
+        state_dict = filter_fn(state_dict, model)
+    classifier = model.pretrained_cfg.get("classifier") or ()
+    prefixes = tuple(f"{head}." for head in ([classifier] if isinstance(classifier, str) else classifier))
+    state_dict = {key: value for key, value in state_dict.items() if not key.startswith(prefixes)}
+    expected = model.state_dict()
+    missing = [key for key in expected if key not in state_dict]
+    unexpected = [key for key in state_dict if key not in expected]
+    wrong_shape = [
+        key for key in expected if key in state_dict and tuple(state_dict[key].shape) != tuple(expected[key].shape)
+    ]
+    if missing or unexpected or wrong_shape:
+        details = "; ".join(
+            f"{label}: {len(keys)} (e.g. {keys[0]})"
+            for label, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong_shape))
+            if keys
+        )
+        raise InvalidInputError(
+            f"Backbone weights file {path} does not match backbone {name!r} ({details}): pass the weights of "
+            f"{name!r} (argument `weights_path`) or the backbone they belong to (argument `backbone`)."
+        )
+    model.load_state_dict(state_dict)
 
 
 class TwoHeadModule(LightningModule):
@@ -165,18 +206,25 @@ class TwoHeadModule(LightningModule):
             hint = f" Close timm names: {', '.join(close)}." if close else ""
             raise InvalidInputError(f"Unknown backbone {name!r} (argument `backbone`).{hint} See timm.list_models().")
         weights_path = self.hparams.weights_path
-        kwargs: dict[str, Any] = {}
+        if weights_path is not None and not Path(weights_path).expanduser().is_file():
+            raise MissingFileError(
+                f"Backbone weights file not found: {weights_path} (argument `weights_path`). Save the weights "
+                f"of {name!r} there (e.g. on a machine with internet: torch.save(timm.create_model({name!r}, "
+                "pretrained=True).state_dict(), PATH)), or pass `weights_path: null` to train from scratch."
+            )
+        download = self.hparams.pretrained and weights_path is None
+        try:
+            model = timm.create_model(name, pretrained=download, num_classes=0)
+        except OSError as error:  # the hub is unreachable (no network) or the weights are not cached
+            if not download:
+                raise
+            raise InvalidInputError(
+                f"Cannot download the pretrained weights of {name!r} (argument `pretrained: true`): {error}. "
+                f"Without network, save them on a machine with internet (torch.save(timm.create_model({name!r}, "
+                "pretrained=True).state_dict(), PATH)) and pass --model.init_args.weights_path PATH."
+            ) from error
         if weights_path is not None:
-            if not Path(weights_path).expanduser().is_file():
-                raise MissingFileError(
-                    f"Backbone weights file not found: {weights_path} (argument `weights_path`). Save the weights "
-                    f"of {name!r} there (e.g. on a machine with internet: torch.save(timm.create_model({name!r}, "
-                    "pretrained=True).state_dict(), PATH)), or pass `weights_path: null` to train from scratch."
-                )
-            kwargs["pretrained_cfg_overlay"] = {"file": str(Path(weights_path).expanduser())}
-        model = timm.create_model(
-            name, pretrained=self.hparams.pretrained or weights_path is not None, num_classes=0, **kwargs
-        )
+            _load_backbone_weights(model, Path(weights_path).expanduser(), name)
         if self.hparams.small_input_stem:
             stem = getattr(model, "conv1", None)
             if not isinstance(stem, nn.Conv2d) or not hasattr(model, "maxpool"):
@@ -238,6 +286,8 @@ class TwoHeadModule(LightningModule):
                 pseudo_label_threshold=threshold,
             )
         terms = self.loss(softmax_logits, multilabel_logits, target, labels)
+        if not torch.isfinite(terms["loss"]):
+            self._stop_on_non_finite_loss(terms["loss"], batch_idx)
         batch_size = target.shape[0]
         self.log("train/loss", terms["loss"], prog_bar=True, on_step=True, on_epoch=True, batch_size=batch_size)
         for name, value in terms.items():
@@ -245,6 +295,15 @@ class TwoHeadModule(LightningModule):
                 self.log(f"train/{name}", value, on_step=False, on_epoch=True, batch_size=batch_size)
         outputs["loss"] = terms["loss"]
         return outputs
+
+    def _stop_on_non_finite_loss(self, loss: Tensor, batch_idx: int) -> None:
+        checkpoint = self.trainer.checkpoint_callback if self._trainer is not None else None
+        saved = (checkpoint.last_model_path or checkpoint.best_model_path) if checkpoint is not None else ""
+        raise NonFiniteLossError(
+            f"The training loss is {float(loss)} at global step {self.global_step} (epoch {self.current_epoch}, "
+            f"batch index {batch_idx}): training stopped before this update. The last good weights are in "
+            f"{saved or 'no checkpoint yet'}. Lower the learning rate, or check this batch's data."
+        )
 
     def _head_scores(self, images: Tensor) -> dict[str, Tensor]:
         softmax_logits, multilabel_logits = self(images)

@@ -6,6 +6,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from avgk_lightning import PseudoLabelThreshold
 from avgk_lightning.callbacks import _HISTOGRAM_BINS, NonTrueScoreHistogram, _bin_indices
 from avgk_lightning.data import SyntheticAmbiguityDataModule
+from avgk_lightning.errors import NonFiniteLossError
 from tests.helpers import TinyCNNModule
 
 
@@ -112,3 +113,24 @@ def test_module_without_the_callback_warns_and_uses_the_batch_rule(tmp_path):
 def test_scope_is_validated():
     with pytest.raises(ValueError, match="`scope` to be 'epoch' or 'batch', but got 'step'"):
         PseudoLabelThreshold("step")
+
+
+class PoisonImagesAtEpoch(Callback):
+    """Puts NaN into every training image when epoch `epoch` starts."""
+
+    def __init__(self, epoch):
+        self.epoch = epoch
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        if trainer.current_epoch == self.epoch:
+            trainer.datamodule.train_dataset.tensors[0].fill_(float("nan"))
+
+
+def test_non_finite_loss_stops_training_and_keeps_the_last_good_checkpoint(tmp_path):
+    model = TinyCNNModule(num_classes=40, k=3)
+    checkpoint = ModelCheckpoint(dirpath=tmp_path, save_last=True)
+    trainer = _trainer(tmp_path, [PseudoLabelThreshold(), checkpoint, PoisonImagesAtEpoch(1)], max_epochs=3)
+    with pytest.raises(NonFiniteLossError, match="loss is nan at global step 10 \\(epoch 1, batch index 0\\)"):
+        trainer.fit(model, _data())
+    saved = torch.load(tmp_path / "last.ckpt", weights_only=True)
+    assert saved["epoch"] == 0 and all(torch.isfinite(value).all() for value in saved["state_dict"].values())

@@ -106,3 +106,26 @@ def test_checkpoint_from_another_data_set_or_method_is_refused():
         TwoHeadModule(num_classes=6, k=2).on_load_checkpoint(checkpoint)
     with pytest.raises(ValueError, match="--model.method two_head"):
         TwoHeadModule(num_classes=5, k=2, method="softmax").on_load_checkpoint(checkpoint)
+
+
+@pytest.mark.parametrize(
+    "saved, message",
+    [
+        ("resnet34", "does not match backbone 'resnet18' \\(unexpected: .*layer1.2"),
+        ("junk", "does not match backbone 'resnet18' \\(missing: 120 \\(e.g. conv1.weight\\); unexpected: 1"),
+    ],
+)
+def test_a_weights_file_of_another_backbone_is_refused(tmp_path, saved, message):
+    path = tmp_path / "weights.pth"
+    state = {"a": torch.zeros(3)} if saved == "junk" else timm.create_model(saved).state_dict()
+    torch.save(state, path)
+    with pytest.raises(ValueError, match=message):
+        TwoHeadModule(num_classes=5, backbone="resnet18", weights_path=str(path), k=2)
+
+
+def test_pretrained_without_network_says_how_to_pass_a_file(monkeypatch):
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)  # no network, without the wait
+    with pytest.raises(ValueError, match="Cannot download the pretrained weights of 'resnet18'.*weights_path PATH"):
+        TwoHeadModule(num_classes=5, backbone="resnet18", pretrained=True, k=2)
