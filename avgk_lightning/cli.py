@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import netrc
 import os
+import socket
 import sys
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import WandbLogger
-from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
 from avgk_lightning.callbacks import PseudoLabelThreshold
 from avgk_lightning.data.base import AverageKDataModule
@@ -21,6 +24,7 @@ from avgk_lightning.module import TwoHeadModule
 __all__ = ["AverageKCLI", "VersionedSaveConfigCallback", "latest_last_checkpoint", "new_run_dir", "run_cli"]
 
 _RUN_DIR_VARIABLE = "AVGK_RUN_DIR"
+_WANDB_HOST = "https://api.wandb.ai"
 # Set in processes that a launcher (torchrun, SLURM, Lightning's DDP) started as one rank of a job.
 _RANK_VARIABLES = ("LOCAL_RANK", "RANK", "SLURM_PROCID")
 
@@ -80,6 +84,37 @@ class VersionedSaveConfigCallback(SaveConfigCallback):
         super().setup(trainer, pl_module, stage)
 
 
+def _wandb_online_problem() -> str | None:
+    """Why W&B cannot log online from here (no API key, or its server unreachable), or None."""
+    if os.environ.get("WANDB_API_KEY"):
+        has_key = True
+    else:
+        try:
+            has_key = netrc.netrc().authenticators(urlparse(_WANDB_HOST).hostname) is not None
+        except (FileNotFoundError, netrc.NetrcParseError):
+            has_key = False
+    if not has_key:
+        return "no W&B API key (run `wandb login` or set WANDB_API_KEY)"
+    host = urlparse(os.environ.get("WANDB_BASE_URL", _WANDB_HOST))
+    try:
+        socket.create_connection((host.hostname, host.port or 443), timeout=3).close()
+    except OSError as error:
+        return f"{host.hostname} is unreachable ({error})"
+    return None
+
+
+def _wandb_offline_unless_reachable(init_args: Any) -> None:
+    """Turn an online W&B logger offline, with a warning, when it could not log online: never hang."""
+    if getattr(init_args, "offline", False) or os.environ.get("WANDB_MODE") in ("offline", "disabled", "dryrun"):
+        return
+    problem = _wandb_online_problem()
+    if problem is not None:
+        rank_zero_warn(
+            f"W&B cannot log online: {problem}. Logging offline instead; sync the run later with `wandb sync`."
+        )
+        init_args.offline = True
+
+
 def _as_list(counts: Any) -> list[int]:
     return [int(count) for count in counts]
 
@@ -135,6 +170,8 @@ class AverageKCLI(LightningCLI):
             init_args = getattr(logger, "init_args", None)
             if init_args is not None and getattr(init_args, "save_dir", None) in (None, "", "."):
                 init_args.save_dir = str(run_dir)
+            if init_args is not None and str(getattr(logger, "class_path", "")).endswith("WandbLogger"):
+                _wandb_offline_unless_reachable(init_args)
 
     def _finish_loggers(self) -> None:
         # Close W&B runs so that the next run of the same Python process (a notebook, a test) starts its own.

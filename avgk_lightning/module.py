@@ -417,6 +417,13 @@ class TwoHeadModule(LightningModule):
                 f"The checkpoint was trained with num_classes={saved['num_classes']}, but the model has "
                 f"num_classes={self.num_classes}: use the data set the checkpoint was trained on."
             )
+        saved_names = checkpoint.get("hyper_parameters", {}).get("class_names")
+        if saved_names is not None and self.class_names is not None and list(saved_names) != self.class_names:
+            differing = next(i for i, (a, b) in enumerate(zip(saved_names, self.class_names)) if a != b)
+            raise InvalidInputError(
+                f"The checkpoint was trained on other classes: class {differing} is {saved_names[differing]!r} "
+                f"there and {self.class_names[differing]!r} in this data set. Use the data set it was trained on."
+            )
         if saved["method"] != self.method:
             raise InvalidInputError(
                 f"The checkpoint was trained with method={saved['method']!r}, but the model has "

@@ -178,3 +178,24 @@ def test_ckpt_path_last_without_any_run_says_so(tmp_path, capsys):
     assert f"error: --ckpt_path last: no {tmp_path}/version_N/checkpoints/last.ckpt to resume from" in (
         capsys.readouterr().err
     )
+
+
+def test_wandb_asked_online_without_a_key_falls_back_to_offline(tmp_path, monkeypatch):
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.netrc: no stored key
+    monkeypatch.setenv("NETRC", str(tmp_path / "absent"))
+    with pytest.warns(UserWarning, match="W&B cannot log online: no W&B API key.*Logging offline instead"):
+        cli = _cli(
+            [
+                "fit",
+                "--config",
+                CONFIG,
+                *SMALL,
+                f"--trainer.default_root_dir={tmp_path / 'runs'}",
+                "--trainer.logger.init_args.offline=false",
+                "--model=tests.helpers.TinyCNNModule",
+            ]
+        )
+    assert cli.trainer.logger._offline is True
+    assert list((tmp_path / "runs" / "version_0" / "wandb").glob("offline-run-*"))

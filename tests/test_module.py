@@ -106,6 +106,12 @@ def test_checkpoint_from_another_data_set_or_method_is_refused():
         TwoHeadModule(num_classes=6, k=2).on_load_checkpoint(checkpoint)
     with pytest.raises(ValueError, match="--model.method two_head"):
         TwoHeadModule(num_classes=5, k=2, method="softmax").on_load_checkpoint(checkpoint)
+    named = TwoHeadModule(num_classes=3, k=2, class_names=["oak", "ash", "elm"])
+    checkpoint = {"hyper_parameters": dict(named.hparams)}
+    named.on_save_checkpoint(checkpoint)
+    other = TwoHeadModule(num_classes=3, k=2, class_names=["oak", "yew", "elm"])
+    with pytest.raises(ValueError, match="trained on other classes: class 1 is 'ash' there and 'yew' in this data set"):
+        other.on_load_checkpoint(checkpoint)
 
 
 @pytest.mark.parametrize(
