@@ -47,6 +47,8 @@ def test_eval_ks_default_to_those_below_num_classes_plus_k():
     "kwargs, message",
     [
         ({"k": 0.5}, "`k` to be a number in \\[1, num_classes=10\\), but got 0.5"),
+        ({"k": 0}, "`k` to be a number in \\[1, num_classes=10\\), but got 0"),
+        ({"k": -2}, "but got -2"),
         ({"k": 10}, "but got 10"),
         ({"eval_ks": [1, 12]}, "`eval_ks` to be a number in \\(0, num_classes=10\\), but got 12"),
         ({"method": "an"}, "`method` to be one of \\['softmax', 'two_head'\\], but got 'an'"),
