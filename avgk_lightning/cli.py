@@ -115,6 +115,15 @@ def _wandb_offline_unless_reachable(init_args: Any) -> None:
         init_args.offline = True
 
 
+def _plain(value: Any) -> Any:
+    """A config value as plain data, for comparisons (jsonargparse Namespaces to dicts)."""
+    if hasattr(value, "as_dict"):
+        return value.as_dict()
+    if isinstance(value, (list, tuple)):
+        return [_plain(item) for item in value]
+    return value
+
+
 def _as_list(counts: Any) -> list[int]:
     return [int(count) for count in counts]
 
@@ -148,6 +157,37 @@ class AverageKCLI(LightningCLI):
         parser.link_arguments(
             "data.class_counts", "model.init_args.class_counts", compute_fn=_as_list, apply_on="instantiate"
         )
+
+    def _parse_ckpt_path(self) -> None:
+        """Lightning replaces the model's arguments by the checkpoint's hyperparameters: say what changed.
+
+        A different `method` is an error (the checkpoint's heads were trained for another loss); any
+        other argument the checkpoint overrides is named in a warning, so nothing is dropped silently.
+        """
+        subcommand = self.config.get("subcommand")
+        before = self.config[subcommand].get("model") if subcommand else None
+        given = {} if before is None else dict(vars(before.get("init_args") or {}))
+        super()._parse_ckpt_path()
+        if before is None:
+            return
+        after = dict(vars(self.config[subcommand].model.get("init_args") or {}))
+        linked = {"num_classes", "class_names", "class_counts"}
+        changed = {
+            name: (given[name], after[name])
+            for name in given
+            if name not in linked and name in after and _plain(given[name]) != _plain(after[name])
+        }
+        if "method" in changed:
+            raise InvalidInputError(
+                f"The checkpoint {self.config[subcommand].ckpt_path} was trained with method="
+                f"{changed['method'][1]!r}, but method={changed['method'][0]!r} was asked: pass "
+                f"--model.init_args.method {changed['method'][1]} or a checkpoint of that method."
+            )
+        if changed:
+            rank_zero_warn(
+                "--ckpt_path: the model's arguments come from the checkpoint's hyperparameters: "
+                + ", ".join(f"{name}={new!r} (not {old!r})" for name, (old, new) in changed.items())
+            )
 
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config

@@ -199,3 +199,40 @@ def test_wandb_asked_online_without_a_key_falls_back_to_offline(tmp_path, monkey
         )
     assert cli.trainer.logger._offline is True
     assert list((tmp_path / "runs" / "version_0" / "wandb").glob("offline-run-*"))
+
+
+def test_a_checkpoint_of_another_method_is_refused_before_training(fitted, capsys):
+    root, _ = fitted
+    checkpoint_path = root / "version_0" / "checkpoints" / "best.ckpt"
+    with pytest.raises(SystemExit) as exit_info:
+        _cli(
+            [
+                "fit",
+                "--config",
+                CONFIG,
+                *SMALL,
+                f"--trainer.default_root_dir={root}",
+                "--model.init_args.method=softmax",
+                f"--ckpt_path={checkpoint_path}",
+            ]
+        )
+    assert exit_info.value.code == 2
+    assert "was trained with method='two_head', but method='softmax' was asked" in capsys.readouterr().err
+
+
+def test_arguments_overridden_by_the_checkpoint_are_named(fitted):
+    root, _ = fitted
+    checkpoint_path = root / "version_0" / "checkpoints" / "best.ckpt"
+    with pytest.warns(UserWarning, match="come from the checkpoint's hyperparameters: mu=1.0 \\(not 0.5\\)"):
+        _cli(
+            [
+                "test",
+                "--config",
+                CONFIG,
+                *SMALL,
+                f"--trainer.default_root_dir={root}",
+                "--model.init_args.mu=0.5",
+                f"--ckpt_path={checkpoint_path}",
+                "--verbose=false",
+            ]
+        )
