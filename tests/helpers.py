@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -55,3 +57,29 @@ class KillAtEpochStart(Callback):
     def on_train_epoch_start(self, trainer, pl_module) -> None:
         if trainer.current_epoch == self.epoch:
             os.kill(os.getpid(), signal.SIGKILL)
+
+
+ROOT = Path(__file__).resolve().parents[1]
+_LAUNCHER_VARIABLES = ("LOCAL_RANK", "RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT", "AVGK_RUN_DIR")
+
+
+def run_process_group(command: list[str], timeout: float = 300) -> tuple[int, str]:
+    """Run `command` from the repository root in its own process group, then kill the whole group.
+
+    Whatever happens (a timeout, a failure, DDP ranks the command launched), no process is left behind.
+    Returns the exit status (negative for a signal) and the merged stdout/stderr.
+    """
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "WANDB_MODE": "disabled"}
+    for name in _LAUNCHER_VARIABLES:
+        env.pop(name, None)
+    process = subprocess.Popen(
+        command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
+    )
+    try:
+        output, _ = process.communicate(timeout=timeout)
+    finally:
+        try:
+            os.killpg(process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    return process.returncode, output

@@ -5,38 +5,19 @@ pytest; the group is killed whatever happens, so no process is left behind.
 """
 
 import json
-import os
-import signal
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from tests.helpers import run_process_group
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def _run(out: Path, devices: int) -> dict:
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "WANDB_MODE": "disabled"}
-    for name in ("LOCAL_RANK", "RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT", "AVGK_RUN_DIR"):
-        env.pop(name, None)
-    process = subprocess.Popen(
-        [sys.executable, "-m", "tests.ddp_equivalence", str(out), str(devices)],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
-    try:
-        output, _ = process.communicate(timeout=240)
-    finally:
-        try:
-            os.killpg(process.pid, signal.SIGKILL)  # the script and the rank it launched
-        except ProcessLookupError:
-            pass
-    assert process.returncode == 0, output[-4000:]
+    code, output = run_process_group([sys.executable, "-m", "tests.ddp_equivalence", str(out), str(devices)], 240)
+    assert code == 0, output[-4000:]
     return json.loads(out.read_text())
 
 

@@ -6,14 +6,13 @@ group is killed at the end, whatever happens, so nothing is left behind.
 """
 
 import csv
-import os
 import re
-import signal
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from tests.helpers import run_process_group
 
 ROOT = Path(__file__).resolve().parents[1]
 COMMON = [
@@ -33,26 +32,10 @@ DDP = ["--trainer.devices=2", "--trainer.strategy=ddp"]
 
 
 def _train_py(args, root):
-    env = {**os.environ, "WANDB_MODE": "disabled"}
-    for name in ("LOCAL_RANK", "RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT", "AVGK_RUN_DIR"):
-        env.pop(name, None)
-    process = subprocess.Popen(
-        [sys.executable, "train.py", args[0], *COMMON, *args[1:], f"--trainer.default_root_dir={root}"],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
+    code, output = run_process_group(
+        [sys.executable, "train.py", args[0], *COMMON, *args[1:], f"--trainer.default_root_dir={root}"]
     )
-    try:
-        output, _ = process.communicate(timeout=300)
-    finally:
-        try:
-            os.killpg(process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    assert process.returncode == 0, output[-4000:]
+    assert code == 0, output[-4000:]
 
 
 def _logged(run_dir: Path, prefix: str) -> dict[str, float]:

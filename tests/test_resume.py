@@ -1,9 +1,7 @@
 """A run killed by a signal after an epoch's checkpoint and resumed ends exactly like an uninterrupted one."""
 
-import os
 import shutil
 import signal
-import subprocess
 import sys
 from pathlib import Path
 from unittest import mock
@@ -12,6 +10,7 @@ import pytest
 import torch
 
 from avgk_lightning.cli import run_cli
+from tests.helpers import run_process_group
 
 ROOT = Path(__file__).resolve().parents[1]
 COMMON = [
@@ -31,25 +30,7 @@ COMMON = [
 
 
 def _fit(root, *extra):
-    env = {**os.environ, "WANDB_MODE": "disabled"}
-    env.pop("AVGK_RUN_DIR", None)
-    process = subprocess.Popen(
-        [sys.executable, "train.py", "fit", *COMMON, f"--trainer.default_root_dir={root}", *extra],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
-    try:
-        output, _ = process.communicate(timeout=300)
-    finally:
-        try:
-            os.killpg(process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    return process.returncode, output
+    return run_process_group([sys.executable, "train.py", "fit", *COMMON, f"--trainer.default_root_dir={root}", *extra])
 
 
 def _test_metrics(root, checkpoint):
