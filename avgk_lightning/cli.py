@@ -25,6 +25,7 @@ __all__ = ["AverageKCLI", "VersionedSaveConfigCallback", "latest_last_checkpoint
 
 _RUN_DIR_VARIABLE = "AVGK_RUN_DIR"
 _WANDB_HOST = "https://api.wandb.ai"
+_NOT_IN_CHECKPOINT = ("optimizer", "lr_scheduler")
 # Set in processes that a launcher (torchrun, SLURM, Lightning's DDP) started as one rank of a job.
 _RANK_VARIABLES = ("LOCAL_RANK", "RANK", "SLURM_PROCID")
 
@@ -170,7 +171,13 @@ class AverageKCLI(LightningCLI):
         super()._parse_ckpt_path()
         if before is None:
             return
-        after = dict(vars(self.config[subcommand].model.get("init_args") or {}))
+        init_args = self.config[subcommand].model.get("init_args")
+        # The optimizer and scheduler factories are not hyperparameters of the checkpoint (they are not
+        # saved in it): Lightning's parse resets them to their defaults; keep what was asked.
+        for name in _NOT_IN_CHECKPOINT:
+            if init_args is not None and name in given:
+                setattr(init_args, name, given[name])
+        after = dict(vars(init_args or {}))
         linked = {"num_classes", "class_names", "class_counts"}
         changed = {
             name: (given[name], after[name])

@@ -223,8 +223,8 @@ def test_a_checkpoint_of_another_method_is_refused_before_training(fitted, capsy
 def test_arguments_overridden_by_the_checkpoint_are_named(fitted):
     root, _ = fitted
     checkpoint_path = root / "version_0" / "checkpoints" / "best.ckpt"
-    with pytest.warns(UserWarning, match="come from the checkpoint's hyperparameters: mu=1.0 \\(not 0.5\\)"):
-        _cli(
+    with pytest.warns(UserWarning, match="come from the checkpoint's hyperparameters: mu=1.0 \\(not 0.5\\)$"):
+        cli = _cli(
             [
                 "test",
                 "--config",
@@ -236,3 +236,4 @@ def test_arguments_overridden_by_the_checkpoint_are_named(fitted):
                 "--verbose=false",
             ]
         )
+    assert cli.model.optimizer_factory is not None  # the config's optimizer, not reset by the checkpoint
