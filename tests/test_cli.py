@@ -30,10 +30,15 @@ def _cli(args):
         return run_cli(args)
 
 
+def _run(subcommand, root, *extra, config=CONFIG):
+    """`train.py SUBCOMMAND --config CONFIG` on the small embedded data, writing under `root`."""
+    return _cli([subcommand, "--config", config, *SMALL, f"--trainer.default_root_dir={root}", *extra])
+
+
 @pytest.fixture(scope="module")
 def fitted(tmp_path_factory):
     root = tmp_path_factory.mktemp("runs")
-    cli = _cli(["fit", "--config", CONFIG, *SMALL, f"--trainer.default_root_dir={root}"])
+    cli = _run("fit", root)
     return root, cli
 
 
@@ -54,9 +59,7 @@ def test_test_applies_the_checkpointed_thresholds_to_both_heads(fitted):
     root, _ = fitted
     checkpoint_path = root / "version_0" / "checkpoints" / "best.ckpt"
     saved = torch.load(checkpoint_path, weights_only=True)["average_k"]["thresholds"]
-    cli = _cli(
-        ["test", "--config", CONFIG, *SMALL, f"--trainer.default_root_dir={root}", f"--ckpt_path={checkpoint_path}"]
-    )
+    cli = _run("test", root, f"--ckpt_path={checkpoint_path}")
     metrics = cli.trainer.callback_metrics
     assert (root / "version_1" / "config.yaml").is_file()  # a new run dir, nothing overwritten
     for k in KS:
@@ -101,9 +104,7 @@ def test_predict_returns_the_sets_of_every_calibrated_k(fitted):
     root, _ = fitted
     checkpoint_path = root / "version_0" / "checkpoints" / "best.ckpt"
     saved = torch.load(checkpoint_path, weights_only=True)["average_k"]["thresholds"]["multilabel"]
-    cli = _cli(
-        ["predict", "--config", CONFIG, *SMALL, f"--trainer.default_root_dir={root}", f"--ckpt_path={checkpoint_path}"]
-    )
+    cli = _run("predict", root, f"--ckpt_path={checkpoint_path}")
     predictions = cli.trainer.predict_loop.predictions
     scores = torch.cat([batch["scores"] for batch in predictions])
     assert scores.shape == (257, 40)
@@ -115,22 +116,13 @@ def test_predict_returns_the_sets_of_every_calibrated_k(fitted):
 
 def test_two_cli_runs_in_one_process_get_two_run_dirs(tmp_path):
     for _ in range(2):
-        _cli(
-            [
-                "validate",
-                "--config",
-                CONFIG,
-                *SMALL,
-                f"--trainer.default_root_dir={tmp_path}",
-                "--model=tests.helpers.TinyCNNModule",
-            ]
-        )
+        _run("validate", tmp_path, "--model=tests.helpers.TinyCNNModule")
     assert (tmp_path / "version_0" / "config.yaml").is_file() and (tmp_path / "version_1" / "config.yaml").is_file()
 
 
 def test_test_without_calibrated_thresholds_says_what_to_do(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
-        _cli(["test", "--config", CONFIG, *SMALL, f"--trainer.default_root_dir={tmp_path}"])
+        _run("test", tmp_path)
     assert exit_info.value.code == 2
     error = capsys.readouterr().err
     assert "error: No calibrated average-K thresholds for the multilabel, softmax head" in error
@@ -138,17 +130,8 @@ def test_test_without_calibrated_thresholds_says_what_to_do(tmp_path, capsys):
 
 
 def test_a_subclass_with_its_own_backbone_trains_by_class_path(tmp_path):
-    cli = _cli(
-        [
-            "fit",
-            "--config",
-            CONFIG,
-            *SMALL,
-            f"--trainer.default_root_dir={tmp_path}",
-            "--model=tests.helpers.TinyCNNModule",
-            "--model.init_args.width=8",
-            "--model.init_args.k=2",
-        ]
+    cli = _run(
+        "fit", tmp_path, "--model=tests.helpers.TinyCNNModule", "--model.init_args.width=8", "--model.init_args.k=2"
     )
     assert isinstance(cli.model, TinyCNNModule) and cli.model.softmax_head.in_features == 8
     assert (tmp_path / "version_0" / "checkpoints" / "best.ckpt").is_file()
@@ -157,7 +140,7 @@ def test_a_subclass_with_its_own_backbone_trains_by_class_path(tmp_path):
 
 def test_softmax_config_reports_the_softmax_head_as_the_set_head(tmp_path):
     config = str(ROOT / "configs" / "synthetic_softmax.yaml")
-    cli = _cli(["fit", "--config", config, *SMALL, f"--trainer.default_root_dir={tmp_path}"])
+    cli = _run("fit", tmp_path, config=config)
     metrics = cli.trainer.callback_metrics
     assert cli.model.method == "softmax"
     assert "val/avgk_acc@2" in metrics and "val/oracle/avgk_acc@2" in metrics
@@ -173,7 +156,7 @@ def test_new_run_dir_never_reuses_a_directory(tmp_path):
 
 def test_ckpt_path_last_without_any_run_says_so(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
-        _cli(["fit", "--config", CONFIG, *SMALL, f"--trainer.default_root_dir={tmp_path}", "--ckpt_path=last"])
+        _run("fit", tmp_path, "--ckpt_path=last")
     assert exit_info.value.code == 2
     assert f"error: --ckpt_path last: no {tmp_path}/version_N/checkpoints/last.ckpt to resume from" in (
         capsys.readouterr().err
@@ -186,16 +169,8 @@ def test_wandb_asked_online_without_a_key_falls_back_to_offline(tmp_path, monkey
     monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.netrc: no stored key
     monkeypatch.setenv("NETRC", str(tmp_path / "absent"))
     with pytest.warns(UserWarning, match="W&B cannot log online: no W&B API key.*Logging offline instead"):
-        cli = _cli(
-            [
-                "fit",
-                "--config",
-                CONFIG,
-                *SMALL,
-                f"--trainer.default_root_dir={tmp_path / 'runs'}",
-                "--trainer.logger.init_args.offline=false",
-                "--model=tests.helpers.TinyCNNModule",
-            ]
+        cli = _run(
+            "fit", tmp_path / "runs", "--trainer.logger.init_args.offline=false", "--model=tests.helpers.TinyCNNModule"
         )
     assert cli.trainer.logger._offline is True
     assert list((tmp_path / "runs" / "version_0" / "wandb").glob("offline-run-*"))
@@ -205,17 +180,7 @@ def test_a_checkpoint_of_another_method_is_refused_before_training(fitted, capsy
     root, _ = fitted
     checkpoint_path = root / "version_0" / "checkpoints" / "best.ckpt"
     with pytest.raises(SystemExit) as exit_info:
-        _cli(
-            [
-                "fit",
-                "--config",
-                CONFIG,
-                *SMALL,
-                f"--trainer.default_root_dir={root}",
-                "--model.init_args.method=softmax",
-                f"--ckpt_path={checkpoint_path}",
-            ]
-        )
+        _run("fit", root, "--model.init_args.method=softmax", f"--ckpt_path={checkpoint_path}")
     assert exit_info.value.code == 2
     assert "was trained with method='two_head', but method='softmax' was asked" in capsys.readouterr().err
 
@@ -224,16 +189,5 @@ def test_arguments_overridden_by_the_checkpoint_are_named(fitted):
     root, _ = fitted
     checkpoint_path = root / "version_0" / "checkpoints" / "best.ckpt"
     with pytest.warns(UserWarning, match="come from the checkpoint's hyperparameters: mu=1.0 \\(not 0.5\\)$"):
-        cli = _cli(
-            [
-                "test",
-                "--config",
-                CONFIG,
-                *SMALL,
-                f"--trainer.default_root_dir={root}",
-                "--model.init_args.mu=0.5",
-                f"--ckpt_path={checkpoint_path}",
-                "--verbose=false",
-            ]
-        )
+        cli = _run("test", root, "--model.init_args.mu=0.5", f"--ckpt_path={checkpoint_path}", "--verbose=false")
     assert cli.model.optimizer_factory is not None  # the config's optimizer, not reset by the checkpoint
