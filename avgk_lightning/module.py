@@ -6,7 +6,7 @@ import difflib
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from lightning.pytorch import LightningModule
@@ -76,7 +76,9 @@ class TwoHeadModule(LightningModule):
     on pseudo-labels (the true label, plus the non-true classes whose softmax score reaches λ_pl, set by
     :class:`~avgk_lightning.callbacks.PseudoLabelThreshold`), and the sets come from the multi-label
     head. With ``method="softmax"`` only cross-entropy is trained (the multi-label head is frozen) and the
-    sets come from the softmax head.
+    sets come from the softmax head. The multi-label baselines (``an``, ``an_ls``, ``wan``, ``epr``,
+    ``role``, ``em``; see :mod:`avgk_lightning.losses`) train the multi-label head alone (the softmax
+    head is frozen) and make their sets from it. Heads a method does not train are not evaluated.
 
     Evaluation follows the Pl@ntNet-300K protocol: at every validation epoch and for every K of
     ``eval_ks``, λ_K is calibrated on the validation scores of each head and ``val/avgk_acc@K``,
@@ -96,9 +98,14 @@ class TwoHeadModule(LightningModule):
             torchvision ``.pth``/``.safetensors`` file.
         small_input_stem: for 32x32 inputs (CIFAR): replace a timm ResNet's 7x7 stride-2 stem convolution
             and its max-pool by one 3x3 stride-1 convolution, the usual CIFAR ResNet.
-        method: ``"two_head"`` or ``"softmax"``.
-        k: target average set size of the pseudo-labels, in [1, L).
+        method: the training loss: a name of :data:`~avgk_lightning.losses.LOSSES` (``two_head``,
+            ``softmax``, ``an``, ``an_ls``, ``wan``, ``epr``, ``role``, ``em``) or the dotted path of an
+            :class:`~avgk_lightning.losses.AverageKLoss` subclass.
+        k: target average set size of the pseudo-labels (and the expected positives of EPR and ROLE),
+            in [1, L).
         mu: weight of the multi-label term of the two-head loss.
+        loss_options: the loss's own keyword arguments, e.g. ``{label_smoothing: 0.1}`` (an_ls),
+            ``{alpha: 0.1}`` (em), ``{estimator_lr: 1.0}`` (role); each loss documents its defaults.
         eval_ks: the K values evaluated; default 1, 2, 3, 5, 10 (those below L), plus `k`.
         optimizer: an optimizer factory; default the reference recipe, SGD(lr=0.1, momentum=0.9,
             weight_decay=1e-4).
@@ -123,9 +130,10 @@ class TwoHeadModule(LightningModule):
         pretrained: bool = False,
         weights_path: str | None = None,
         small_input_stem: bool = False,
-        method: Literal["two_head", "softmax"] = "two_head",
+        method: str = "two_head",
         k: float = 3.0,
         mu: float = 1.0,
+        loss_options: dict[str, Any] | None = None,
         eval_ks: Sequence[float] | None = None,
         optimizer: OptimizerCallable | None = None,
         lr_scheduler: LRSchedulerCallable | None = None,
@@ -152,7 +160,7 @@ class TwoHeadModule(LightningModule):
         self.num_classes = num_classes
         self.k = float(k)
         self.method = method
-        self.loss = build_loss(method, mu)
+        self.loss = build_loss(method, num_classes=num_classes, k=self.k, mu=mu, options=loss_options)
         self.eval_ks = self._resolve_eval_ks(eval_ks, num_classes, self.k)
         self.optimizer_factory = optimizer
         self.lr_scheduler_factory = lr_scheduler
@@ -164,9 +172,16 @@ class TwoHeadModule(LightningModule):
         self.backbone, feature_width = self.build_backbone()
         self.softmax_head = nn.Linear(feature_width, num_classes)
         self.multilabel_head = nn.Linear(feature_width, num_classes)
-        if self.loss.set_head == "softmax":
-            self.multilabel_head.requires_grad_(False)
-        self.evaluation_heads = ["multilabel", "softmax"] if self.loss.set_head == "multilabel" else ["softmax"]
+        trained = self.loss.trained_heads
+        if self.loss.set_head not in trained or not set(trained) <= {"softmax", "multilabel"}:
+            raise InvalidInputError(
+                f"Loss {type(self.loss).__name__}: `trained_heads` {trained!r} must be among ('softmax', "
+                f"'multilabel') and include `set_head` {self.loss.set_head!r}"
+            )
+        for head in ("softmax", "multilabel"):
+            if head not in trained:
+                getattr(self, f"{head}_head").requires_grad_(False)
+        self.evaluation_heads = [self.loss.set_head] + [head for head in trained if head != self.loss.set_head]
         self.evaluations = nn.ModuleDict(
             {
                 f"{stage}_{head}": AverageKEvaluation(num_classes, self.eval_ks)
@@ -255,6 +270,31 @@ class TwoHeadModule(LightningModule):
             )
         return batch[0], batch[1], batch[2] if len(batch) == 3 else None
 
+    def setup(self, stage: str) -> None:
+        if stage != "fit" or not self.loss.uses_sample_indices:
+            return
+        datamodule = self.trainer.datamodule
+        if getattr(datamodule, "sample_indices", None) is None or getattr(datamodule, "train_dataset", None) is None:
+            raise InvalidInputError(
+                f"method={self.method!r} needs the dataset index of every training sample: train with an "
+                "avgk_lightning AverageKDataModule (it appends the indices to the training batches when asked), "
+                "or give your data module a `sample_indices` attribute and a `train_dataset`, and end its "
+                "training batches with the indices when `sample_indices` is True."
+            )
+        datamodule.sample_indices = True
+        self.loss.setup_samples(len(datamodule.train_dataset))
+
+    def _synchronize_loss(self) -> None:
+        if self._trainer is not None and self.trainer.state.fn == "fit":
+            self.loss.synchronize(lambda tensor: self.trainer.strategy.reduce(tensor, reduce_op="sum"))
+
+    def on_train_epoch_end(self) -> None:
+        self._synchronize_loss()
+
+    def on_validation_epoch_start(self) -> None:
+        # Validation inside fit (and the checkpoint saved after it) comes before on_train_epoch_end.
+        self._synchronize_loss()
+
     def on_fit_start(self) -> None:
         from avgk_lightning.callbacks import PseudoLabelThreshold
 
@@ -268,6 +308,9 @@ class TwoHeadModule(LightningModule):
             )
 
     def training_step(self, batch: Sequence[Tensor], batch_idx: int) -> dict[str, Tensor]:
+        sample_indices = None
+        if self.loss.uses_sample_indices:
+            batch, sample_indices = batch[:-1], batch[-1]
         images, target, _ = self._unpack(batch)
         softmax_logits, multilabel_logits = self(images)
         outputs: dict[str, Tensor] = {}
@@ -285,7 +328,7 @@ class TwoHeadModule(LightningModule):
                 pseudo_label_positives=labels.sum(),
                 pseudo_label_threshold=threshold,
             )
-        terms = self.loss(softmax_logits, multilabel_logits, target, labels)
+        terms = self.loss(softmax_logits, multilabel_logits, target, labels, sample_indices)
         if not torch.isfinite(terms["loss"]):
             self._stop_on_non_finite_loss(terms["loss"], batch_idx)
         batch_size = target.shape[0]
@@ -307,7 +350,9 @@ class TwoHeadModule(LightningModule):
 
     def _head_scores(self, images: Tensor) -> dict[str, Tensor]:
         softmax_logits, multilabel_logits = self(images)
-        scores = {"softmax": softmax_logits.float().softmax(dim=1)}
+        scores = {}
+        if "softmax" in self.evaluation_heads:
+            scores["softmax"] = softmax_logits.float().softmax(dim=1)
         if "multilabel" in self.evaluation_heads:
             scores["multilabel"] = multilabel_logits.float().sigmoid()
         return scores
@@ -406,6 +451,7 @@ class TwoHeadModule(LightningModule):
             "method": self.method,
             "thresholds": {head: dict(values) for head, values in self.average_k_thresholds.items()},
             "rng_states": collect_rng_states(),
+            "loss_state": self.loss.extra_state(),
         }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -430,6 +476,7 @@ class TwoHeadModule(LightningModule):
                 f"method={self.method!r}: pass --model.method {saved['method']}."
             )
         self.average_k_thresholds = {head: dict(values) for head, values in saved["thresholds"].items()}
+        self.loss.load_extra_state(saved.get("loss_state", {}))
         if "rng_states" in saved:
             # Continue the random streams of the interrupted run (see avgk_lightning.resume); the first
             # training batches are drawn before any later hook, and evaluation draws nothing from them.

@@ -26,6 +26,19 @@ def check_probability(name: str, value: object) -> None:
         raise InvalidInputError(f"Expected argument `{name}` to be a probability in [0, 1], but got {value!r}")
 
 
+class _WithSampleIndices(Dataset):
+    """A dataset whose items end with their index: ``(*item, index)``."""
+
+    def __init__(self, dataset: Dataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> tuple:
+        return (*self.dataset[index], index)
+
+
 class AverageKDataModule(LightningDataModule, ABC):
     """Base data module: `batch_size` is per device; evaluation sees every sample exactly once.
 
@@ -36,6 +49,9 @@ class AverageKDataModule(LightningDataModule, ABC):
 
     Batches are tuples ``(images, targets)`` or ``(images, targets, label_distributions)`` where the
     data module knows each sample's true label distribution (its Bayes posterior).
+
+    With ``sample_indices = True`` (set by the module for losses with per-sample state, such as ROLE),
+    training batches end with the dataset index of each sample: ``(images, targets, ..., indices)``.
 
     Subclasses set ``self.train_dataset``, ``self.val_dataset`` and ``self.test_dataset`` in
     :meth:`setup` (``self.predict_dataset`` defaults to the test split) and define the properties below.
@@ -59,6 +75,7 @@ class AverageKDataModule(LightningDataModule, ABC):
         self.val_dataset: Dataset | None = None
         self.test_dataset: Dataset | None = None
         self.predict_dataset: Dataset | None = None
+        self.sample_indices = False
 
     @property
     @abstractmethod
@@ -78,6 +95,8 @@ class AverageKDataModule(LightningDataModule, ABC):
     def _loader(self, dataset: Dataset | None, split: str, train: bool) -> DataLoader:
         if dataset is None:
             raise RuntimeError(f"{type(self).__name__}.setup() did not create the {split} split")
+        if train and self.sample_indices:
+            dataset = _WithSampleIndices(dataset)
         sampler = None
         trainer = self.trainer
         world_size = trainer.world_size if trainer is not None else 1
