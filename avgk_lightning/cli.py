@@ -20,12 +20,16 @@ from avgk_lightning.data.base import AverageKDataModule
 from avgk_lightning.errors import InvalidInputError, MissingFileError, find_input_error
 from avgk_lightning.metrics import format_k
 from avgk_lightning.module import TwoHeadModule
+from avgk_lightning.plots import TestPlots
+from avgk_lightning.prediction import SetPredictionWriter
 
 __all__ = ["AverageKCLI", "VersionedSaveConfigCallback", "latest_last_checkpoint", "new_run_dir", "run_cli"]
 
 _RUN_DIR_VARIABLE = "AVGK_RUN_DIR"
 _WANDB_HOST = "https://api.wandb.ai"
-_NOT_IN_CHECKPOINT = ("optimizer", "lr_scheduler")
+# Arguments taken from the command line even under --ckpt_path: the optimizer and scheduler factories
+# (not saved in checkpoints) and the use-time choices of test and predict.
+_NOT_IN_CHECKPOINT = ("optimizer", "lr_scheduler", "predict_k", "frequency_boundaries")
 # Set in processes that a launcher (torchrun, SLURM, Lightning's DDP) started as one rank of a job.
 _RANK_VARIABLES = ("LOCAL_RANK", "RANK", "SLURM_PROCID")
 
@@ -139,6 +143,11 @@ class AverageKCLI(LightningCLI):
     * ``--pseudo_labels.scope`` configures :class:`~avgk_lightning.PseudoLabelThreshold`;
     * ``--checkpoint.*`` configures ``ModelCheckpoint`` (default: keep ``best.ckpt``, the epoch with the
       best ``val/avgk_acc@K`` for the model's `k`, and ``last.ckpt``);
+    * ``--predictions.output`` / ``--predictions.overwrite`` configure the
+      :class:`~avgk_lightning.prediction.SetPredictionWriter` of ``predict`` (default
+      ``<run dir>/predictions.jsonl``);
+    * ``--plots.enabled`` switches the :class:`~avgk_lightning.plots.TestPlots` of ``test`` (PNG files in
+      ``<run dir>/plots/``, images in W&B);
     * ``data.num_classes``, ``data.class_names`` and ``data.class_counts`` are linked into the model;
     * every run writes into a new ``<trainer.default_root_dir>/version_N`` (its config, checkpoints and
       logs), so nothing of an earlier run is overwritten. Processes that Lightning's DDP launcher
@@ -151,6 +160,8 @@ class AverageKCLI(LightningCLI):
     def add_arguments_to_parser(self, parser: Any) -> None:
         parser.add_lightning_class_args(PseudoLabelThreshold, "pseudo_labels")
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.add_lightning_class_args(SetPredictionWriter, "predictions")
+        parser.add_lightning_class_args(TestPlots, "plots")
         parser.set_defaults({"checkpoint.filename": "best", "checkpoint.mode": "max", "checkpoint.save_last": True})
         parser.link_arguments("model.init_args.k", "checkpoint.monitor", compute_fn=_monitor_name)
         parser.link_arguments("data.num_classes", "model.init_args.num_classes", apply_on="instantiate")
@@ -172,8 +183,9 @@ class AverageKCLI(LightningCLI):
         if before is None:
             return
         init_args = self.config[subcommand].model.get("init_args")
-        # The optimizer and scheduler factories are not hyperparameters of the checkpoint (they are not
-        # saved in it): Lightning's parse resets them to their defaults; keep what was asked.
+        # The optimizer and scheduler factories are not saved in the checkpoint (Lightning's parse resets
+        # them to their defaults), and predict_k / frequency_boundaries are choices of this command:
+        # keep what was asked.
         for name in _NOT_IN_CHECKPOINT:
             if init_args is not None and name in given:
                 setattr(init_args, name, given[name])

@@ -21,6 +21,13 @@ from torch import Tensor
 from torchmetrics import Metric
 from torchmetrics.utilities.data import dim_zero_cat
 
+from avgk_lightning.diagnostics import (
+    coverage_threshold,
+    frequency_groups,
+    group_accuracy,
+    per_class_accuracy,
+    set_size_diagnostics,
+)
 from avgk_lightning.functional import (
     _check_k,
     _check_scores,
@@ -210,10 +217,24 @@ class AverageKEvaluation(Metric):
     mapping K -> λ_K those are applied unchanged (test). After :meth:`compute`, ``.thresholds`` holds the
     λ_K used.
 
+    For each target coverage c of `coverages` it also computes ``coverage@c`` (the fraction of samples
+    whose true class is in its set) and ``coverage_set_size@c``, with the split-conformal λ_c
+    (:func:`~avgk_lightning.diagnostics.coverage_threshold`) calibrated here or fixed by
+    :meth:`set_thresholds`; ``.coverage_thresholds`` holds them.
+
+    With ``diagnostics=True`` (test) it adds, per K: ``avgk_acc_{few,medium,many}@K`` (by training-class
+    frequency, when `class_counts` are given) and for integer K ``topk_acc_{few,medium,many}@K``;
+    ``coverage_size{1,2,3-5,6+}@K``, ``empty_rate@K``, ``singleton_rate@K``; and keeps, in
+    ``.details[K]``, the set-size histogram (counts of sizes 0..L) and the per-class accuracy.
+
     Args:
         num_classes: number of classes L.
         ks: the K values to report, each in (0, L).
         thresholds: fixed λ_K per K, or None to calibrate.
+        coverages: target coverages (1 - alpha), each in (0, 1).
+        class_counts: training samples per class, for the frequency breakdown.
+        frequency_boundaries: (b1, b2): few < b1 <= medium <= b2 < many training samples.
+        diagnostics: compute the breakdowns above.
 
     Example:
         >>> import torch
@@ -233,6 +254,10 @@ class AverageKEvaluation(Metric):
         num_classes: int,
         ks: Sequence[float],
         thresholds: dict[float, float] | None = None,
+        coverages: Sequence[float] = (),
+        class_counts: Sequence[int] | Tensor | None = None,
+        frequency_boundaries: Sequence[int] = (20, 100),
+        diagnostics: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -243,14 +268,30 @@ class AverageKEvaluation(Metric):
             _check_k(k, num_classes, name="ks")
         self.num_classes = num_classes
         self.ks = [float(k) for k in ks]
+        for coverage in coverages:
+            if isinstance(coverage, bool) or not isinstance(coverage, (int, float)) or not 0 < coverage < 1:
+                raise ValueError(f"Expected every entry of argument `coverages` to be in (0, 1), but got {coverage!r}")
+        self.coverages = [float(coverage) for coverage in coverages]
+        self.class_groups = None if class_counts is None else frequency_groups(class_counts, frequency_boundaries)
+        self.diagnostics = diagnostics
         self.fixed_thresholds: dict[float, Tensor] | None = None
+        self.fixed_coverage_thresholds: dict[float, Tensor] | None = None
         self.thresholds: dict[float, Tensor] | None = None
+        self.coverage_thresholds: dict[float, Tensor] = {}
+        self.details: dict[float, dict[str, Tensor]] = {}
         self.set_thresholds(thresholds)
         self.add_state("scores", default=[], dist_reduce_fx="cat")
         self.add_state("target", default=[], dist_reduce_fx="cat")
 
-    def set_thresholds(self, thresholds: dict[float, float] | None) -> None:
-        """Fix λ_K for every K of `ks` (test), or pass None to calibrate them (validation)."""
+    def set_thresholds(
+        self, thresholds: dict[float, float] | None, coverage_thresholds: dict[float, float] | None = None
+    ) -> None:
+        """Fix λ_K for every K of `ks` and λ_c for the coverages given (test), or pass None to calibrate them."""
+        self.fixed_coverage_thresholds = (
+            None
+            if coverage_thresholds is None
+            else {float(c): torch.as_tensor(v, dtype=torch.float32) for c, v in coverage_thresholds.items()}
+        )
         if thresholds is None:
             self.fixed_thresholds = None
             return
@@ -282,11 +323,48 @@ class AverageKEvaluation(Metric):
                 threshold = self.fixed_thresholds[k].to(scores.device)
             thresholds[k] = threshold
             name = format_k(k)
-            hits = _true_class_scores(scores, target) >= threshold
+            true_scores = _true_class_scores(scores, target)
+            hits = true_scores >= threshold
             results[f"avgk_acc@{name}"] = hits.float().mean()
             results[f"avgk_acc_macro@{name}"] = _per_class_mean(hits, target, self.num_classes)
             results[f"set_size@{name}"] = mean_set_size(scores, threshold)
             if k.is_integer():
                 results[f"topk_acc@{name}"] = topk_accuracy(scores, target, int(k))
+            if self.diagnostics:
+                results.update(self._diagnostics(scores, target, hits, threshold, k))
         self.thresholds = thresholds
+        results.update(self._coverage_results(scores, target))
+        return results
+
+    def _diagnostics(self, scores: Tensor, target: Tensor, hits: Tensor, threshold: Tensor, k: float) -> dict:
+        name = format_k(k)
+        set_sizes = average_k_sets(scores, threshold).sum(dim=1)
+        results = {f"{key}@{name}": value for key, value in set_size_diagnostics(set_sizes, hits).items()}
+        if self.class_groups is not None:
+            for group, value in group_accuracy(hits, target, self.class_groups).items():
+                results[f"avgk_acc_{group}@{name}"] = value
+            if k.is_integer():
+                kth = scores.topk(int(k), dim=1).values[:, -1]
+                topk_hits = _true_class_scores(scores, target) >= kth
+                for group, value in group_accuracy(topk_hits, target, self.class_groups).items():
+                    results[f"topk_acc_{group}@{name}"] = value
+        self.details[k] = {
+            "set_size_histogram": torch.bincount(set_sizes, minlength=self.num_classes + 1).cpu(),
+            "per_class_accuracy": per_class_accuracy(hits, target, self.num_classes).cpu(),
+        }
+        return results
+
+    def _coverage_results(self, scores: Tensor, target: Tensor) -> dict[str, Tensor]:
+        results = {}
+        for coverage in self.coverages:
+            if self.fixed_coverage_thresholds is None:
+                threshold = coverage_threshold(scores, target, coverage)
+            elif coverage in self.fixed_coverage_thresholds:
+                threshold = self.fixed_coverage_thresholds[coverage].to(scores.device)
+            else:
+                continue  # not calibrated for this coverage (e.g. an older checkpoint)
+            self.coverage_thresholds[coverage] = threshold
+            name = format_k(coverage)
+            results[f"coverage@{name}"] = (_true_class_scores(scores, target) >= threshold).float().mean()
+            results[f"coverage_set_size@{name}"] = mean_set_size(scores, threshold)
         return results

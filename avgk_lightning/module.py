@@ -18,7 +18,7 @@ from avgk_lightning.errors import InvalidInputError, MissingFileError, NonFinite
 from avgk_lightning.functional import _batch_pseudo_label_threshold, _pseudo_labels, average_k_sets
 from avgk_lightning.losses import build_loss
 from avgk_lightning.metrics import AverageKEvaluation, format_k
-from avgk_lightning.report import results_table
+from avgk_lightning.report import diagnostics_table, results_table
 from avgk_lightning.resume import collect_rng_states, restore_rng_states
 
 __all__ = ["TwoHeadModule", "DEFAULT_EVAL_KS"]
@@ -115,6 +115,12 @@ class TwoHeadModule(LightningModule):
         class_counts: training samples per class (linked from the data module; for long-tail analyses).
         compile: compile the backbone with ``torch.compile`` (in place: checkpoints keep their keys and
             load into an uncompiled model).
+        coverages: target coverages 1 - alpha for split-conformal thresholds, calibrated on validation
+            beside λ_K (``coverage@c``, ``coverage_set_size@c``); default 0.9.
+        frequency_boundaries: (b1, b2): the test breakdown by training-class frequency groups classes
+            into few (< b1), medium (b1..b2) and many (> b2) training images; default (20, 100).
+        predict_k: the K whose calibrated λ_K makes the sets of ``predict`` and :meth:`predict_sets`;
+            default `k`.
 
     Example:
         >>> model = TwoHeadModule(num_classes=10, backbone="resnet18", k=2)
@@ -140,6 +146,9 @@ class TwoHeadModule(LightningModule):
         class_names: Sequence[str] | None = None,
         class_counts: Sequence[int] | None = None,
         compile: bool = False,
+        coverages: Sequence[float] = (0.9,),
+        frequency_boundaries: tuple[int, int] = (20, 100),
+        predict_k: float | None = None,
     ) -> None:
         super().__init__()
         if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
@@ -161,13 +170,36 @@ class TwoHeadModule(LightningModule):
         self.k = float(k)
         self.method = method
         self.loss = build_loss(method, num_classes=num_classes, k=self.k, mu=mu, options=loss_options)
-        self.eval_ks = self._resolve_eval_ks(eval_ks, num_classes, self.k)
+        if predict_k is not None and (
+            isinstance(predict_k, bool) or not isinstance(predict_k, (int, float)) or not 0 < predict_k < num_classes
+        ):
+            raise InvalidInputError(
+                f"Expected argument `predict_k` to be a number in (0, num_classes={num_classes}), but got {predict_k!r}"
+            )
+        self.predict_k = self.k if predict_k is None else float(predict_k)
+        self.eval_ks = sorted({*self._resolve_eval_ks(eval_ks, num_classes, self.k), self.predict_k})
+        for coverage in coverages:
+            if isinstance(coverage, bool) or not isinstance(coverage, (int, float)) or not 0 < coverage < 1:
+                raise InvalidInputError(
+                    f"Expected every entry of argument `coverages` to be a target coverage in (0, 1) (1 - alpha), "
+                    f"but got {coverage!r}"
+                )
+        self.coverages = [float(coverage) for coverage in coverages]
+        if len(frequency_boundaries) != 2 or not 0 < frequency_boundaries[0] <= frequency_boundaries[1]:
+            raise InvalidInputError(
+                "Expected argument `frequency_boundaries` to be two integers 0 < b1 <= b2 (few < b1 <= medium <= b2 "
+                f"< many training images), but got {frequency_boundaries!r}"
+            )
         self.optimizer_factory = optimizer
         self.lr_scheduler_factory = lr_scheduler
         # λ_pl for the current epoch, set by PseudoLabelThreshold; None means the batch rule.
         self.pseudo_label_threshold: float | None = None
-        # λ_K per evaluated head, from the last validation (or the loaded checkpoint).
+        # λ_K per evaluated head, from the last validation (or the loaded checkpoint); λ_c per coverage.
         self.average_k_thresholds: dict[str, dict[float, float]] = {}
+        self.coverage_thresholds: dict[str, dict[float, float]] = {}
+        # Set-size histograms and per-class accuracies of the last test, per head and K (for plots).
+        self.test_details: dict[str, dict[float, dict[str, Tensor]]] = {}
+        self.test_results: dict[str, float] = {}
 
         self.backbone, feature_width = self.build_backbone()
         self.softmax_head = nn.Linear(feature_width, num_classes)
@@ -182,9 +214,13 @@ class TwoHeadModule(LightningModule):
             if head not in trained:
                 getattr(self, f"{head}_head").requires_grad_(False)
         self.evaluation_heads = [self.loss.set_head] + [head for head in trained if head != self.loss.set_head]
+        test_options = {"class_counts": self.class_counts, "diagnostics": True}
+        test_options["frequency_boundaries"] = tuple(frequency_boundaries)
         self.evaluations = nn.ModuleDict(
             {
-                f"{stage}_{head}": AverageKEvaluation(num_classes, self.eval_ks)
+                f"{stage}_{head}": AverageKEvaluation(
+                    num_classes, self.eval_ks, coverages=self.coverages, **(test_options if stage == "test" else {})
+                )
                 for stage in ("val", "test")
                 for head in (*self.evaluation_heads, "oracle")
             }
@@ -384,9 +420,14 @@ class TwoHeadModule(LightningModule):
             prefix = self._prefix(stage, head)
             for k, threshold in evaluation.thresholds.items():
                 results[f"threshold@{format_k(k)}"] = threshold
+            for coverage, threshold in evaluation.coverage_thresholds.items():
+                results[f"coverage_threshold@{format_k(coverage)}"] = threshold
             logged.update({prefix + name: float(value) for name, value in results.items()})
             if stage == "val" and not self.trainer.sanity_checking:
                 self.average_k_thresholds[head] = {k: float(t) for k, t in evaluation.thresholds.items()}
+                self.coverage_thresholds[head] = {c: float(t) for c, t in evaluation.coverage_thresholds.items()}
+            if stage == "test":
+                self.test_details[head] = dict(evaluation.details)
             evaluation.reset()
         # Values are identical on every process (the metric states were gathered before compute).
         self.log_dict(logged, sync_dist=False)
@@ -412,24 +453,71 @@ class TwoHeadModule(LightningModule):
                 "`validate` first in the same session."
             )
         for head, thresholds in self.average_k_thresholds.items():
-            self.evaluations[f"test_{head}"].set_thresholds(thresholds)
+            self.evaluations[f"test_{head}"].set_thresholds(thresholds, self.coverage_thresholds.get(head, {}))
+        self.test_details = {}
 
     def on_test_epoch_end(self) -> None:
         logged = self._evaluation_epoch_end("test")
+        self.test_results = logged
         if self.trainer.is_global_zero:
             rank_zero_info(results_table(logged, "test", self.eval_ks, self.loss.set_head))
+            rank_zero_info(diagnostics_table(logged, "test", self.eval_ks, self.loss.set_head, self.coverages))
 
-    def predict_step(self, batch: Any, batch_idx: int) -> dict[str, Any]:
-        """Scores of the set head and, for every calibrated K, the boolean set mask."""
-        images = batch[0] if isinstance(batch, (tuple, list)) else batch
-        head = self.loss.set_head
-        if head not in self.average_k_thresholds:
+    def calibrated_threshold(self, k: float | None = None, argument: str = "predict_k") -> float:
+        """The λ_K of the set head calibrated on validation for `k` (default `predict_k`).
+
+        Raises a ValueError naming `argument` and listing the calibrated K when `k` was not calibrated.
+        """
+        k = self.predict_k if k is None else float(k)
+        thresholds = self.average_k_thresholds.get(self.loss.set_head)
+        if not thresholds:
             raise InvalidInputError(
                 "No calibrated average-K thresholds: pass the checkpoint of a `fit` run (--ckpt_path PATH)."
             )
-        scores = self._head_scores(images)[head]
-        sets = {k: average_k_sets(scores, t) for k, t in self.average_k_thresholds[head].items()}
-        return {"scores": scores, "sets": sets}
+        if k not in thresholds:
+            calibrated = ", ".join(format_k(value) for value in sorted(thresholds))
+            raise InvalidInputError(
+                f"K={format_k(k)} (argument `{argument}`) was not calibrated: the checkpoint has λ_K for K = "
+                f"{calibrated}. Pick one of them, or add it to `eval_ks` and train again."
+            )
+        return thresholds[k]
+
+    def predict_step(self, batch: Any, batch_idx: int) -> dict[str, Any]:
+        """Scores of the set head, the boolean set mask at K = `predict_k`, that K and its λ_K."""
+        images = batch[0] if isinstance(batch, (tuple, list)) else batch
+        threshold = self.calibrated_threshold()
+        scores = self._head_scores(images)[self.loss.set_head]
+        return {
+            "scores": scores,
+            "sets": average_k_sets(scores, threshold),
+            "k": self.predict_k,
+            "threshold": threshold,
+        }
+
+    @torch.no_grad()
+    def predict_sets(self, images: Tensor, k: float | None = None) -> list[list[int]]:
+        """The predicted set of each image as class indices ordered by decreasing score, at the λ_K of `k`.
+
+        `images` is a (N, C, H, W) batch already transformed as in evaluation; `k` defaults to
+        `predict_k` and must be one of the calibrated K (see :meth:`calibrated_threshold`).
+
+        Example (with a trained model): ``model.predict_sets(images, k=3)`` -> ``[[4, 17], [8], ...]``.
+        """
+        threshold = self.calibrated_threshold(k)
+        was_training = self.training
+        self.eval()
+        try:
+            scores = self._head_scores(images.to(self.device))[self.loss.set_head]
+        finally:
+            self.train(was_training)
+        order = scores.argsort(dim=1, descending=True)
+        ordered = scores.gather(1, order) >= threshold
+        return [row[keep].tolist() for row, keep in zip(order, ordered)]
+
+    def predict_set_names(self, images: Tensor, k: float | None = None) -> list[list[str]]:
+        """:meth:`predict_sets` with class names (the data module's, or the class indices as text)."""
+        names = self.class_names or [str(index) for index in range(self.num_classes)]
+        return [[names[index] for index in indices] for indices in self.predict_sets(images, k)]
 
     def configure_optimizers(self) -> dict[str, Any]:
         parameters = [p for p in self.parameters() if p.requires_grad]
@@ -450,6 +538,7 @@ class TwoHeadModule(LightningModule):
             "num_classes": self.num_classes,
             "method": self.method,
             "thresholds": {head: dict(values) for head, values in self.average_k_thresholds.items()},
+            "coverage_thresholds": {head: dict(values) for head, values in self.coverage_thresholds.items()},
             "rng_states": collect_rng_states(),
             "loss_state": self.loss.extra_state(),
         }
@@ -476,6 +565,7 @@ class TwoHeadModule(LightningModule):
                 f"method={self.method!r}: pass --model.method {saved['method']}."
             )
         self.average_k_thresholds = {head: dict(values) for head, values in saved["thresholds"].items()}
+        self.coverage_thresholds = {head: dict(values) for head, values in saved.get("coverage_thresholds", {}).items()}
         self.loss.load_extra_state(saved.get("loss_state", {}))
         if "rng_states" in saved:
             # Continue the random streams of the interrupted run (see avgk_lightning.resume); the first

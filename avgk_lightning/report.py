@@ -6,7 +6,7 @@ from collections.abc import Mapping, Sequence
 
 from avgk_lightning.metrics import format_k
 
-__all__ = ["results_table"]
+__all__ = ["results_table", "diagnostics_table"]
 
 _HEAD_TITLES = {"multilabel": "multi-label head", "softmax": "softmax head", "oracle": "Bayes oracle"}
 
@@ -44,4 +44,69 @@ def results_table(results: Mapping[str, float], stage: str, ks: Sequence[float],
             value = results.get(name + format_k(k))
             cells.append("-" if value is None else fmt.format(value))
         lines.append(f"| {format_k(k)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+_DIAGNOSTIC_COLUMNS = (
+    ("few", "avgk_acc_few@"),
+    ("medium", "avgk_acc_medium@"),
+    ("many", "avgk_acc_many@"),
+    ("cov. size 1", "coverage_size1@"),
+    ("cov. size 2", "coverage_size2@"),
+    ("cov. size 3-5", "coverage_size3-5@"),
+    ("cov. size 6+", "coverage_size6+@"),
+    ("empty", "empty_rate@"),
+    ("singletons", "singleton_rate@"),
+)
+
+
+def diagnostics_table(
+    results: Mapping[str, float], stage: str, ks: Sequence[float], set_head: str, coverages: Sequence[float] = ()
+) -> str:
+    """Where the sets help: accuracy by training-class frequency and by set size, per head and K; then coverage.
+
+    Rows: each evaluated head with its average-K sets, then "top-K" (sets of exactly K, from the softmax
+    head where it was trained, else the set head); columns: accuracy on classes with few / medium /
+    many training images, coverage among sets of size 1, 2, 3-5, 6+, and the rates of empty sets and
+    singletons. A final table gives, per target coverage, the test coverage and mean set size.
+
+    Example:
+        >>> results = {"test/avgk_acc@1": 0.5, "test/avgk_acc_few@1": 0.25, "test/empty_rate@1": 0.1}
+        >>> print(diagnostics_table(results, "test", [1.0], "softmax"))
+        | sets | K | few | medium | many | cov. size 1 | cov. size 2 | cov. size 3-5 | cov. size 6+ | empty | singletons |
+        |---|---|---|---|---|---|---|---|---|---|---|
+        | softmax head | 1 | 0.2500 | - | - | - | - | - | - | 0.1000 | - |
+    """
+    heads = [set_head] + [head for head in ("softmax", "oracle") if head != set_head]
+    prefixes = {head: f"{stage}/" if head == set_head else f"{stage}/{head}/" for head in heads}
+    present = [head for head in heads if any(name.startswith(prefixes[head] + "avgk_acc@") for name in results)]
+    topk_head = "softmax" if "softmax" in present else set_head
+    header = "| sets | K | " + " | ".join(title for title, _ in _DIAGNOSTIC_COLUMNS) + " |"
+    lines = [header, "|---" * (len(_DIAGNOSTIC_COLUMNS) + 2) + "|"]
+    rows = [(_HEAD_TITLES[head], prefixes[head], "") for head in present]
+    rows.append((f"top-K, {_HEAD_TITLES[topk_head]}", prefixes[topk_head], "topk"))
+    for title, prefix, kind in rows:
+        for k in ks:
+            if kind == "topk" and not float(k).is_integer():
+                continue
+            cells = []
+            for column, name in _DIAGNOSTIC_COLUMNS:
+                if kind == "topk":
+                    name = name.replace("avgk_acc", "topk_acc") if column in ("few", "medium", "many") else None
+                value = None if name is None else results.get(prefix + name + format_k(k))
+                cells.append("-" if value is None else f"{value:.4f}")
+            if kind == "topk" and all(cell == "-" for cell in cells):
+                continue
+            lines.append(f"| {title} | {format_k(k)} | " + " | ".join(cells) + " |")
+    coverage_lines = []
+    for head in present:
+        for coverage in coverages:
+            name = format_k(coverage)
+            value = results.get(f"{prefixes[head]}coverage@{name}")
+            size = results.get(f"{prefixes[head]}coverage_set_size@{name}")
+            if value is not None and size is not None:
+                coverage_lines.append(f"| {_HEAD_TITLES[head]} | {name} | {value:.4f} | {size:.3f} |")
+    if coverage_lines:
+        lines += ["", "| sets | target coverage | test coverage | mean set size |", "|---|---|---|---|"]
+        lines += coverage_lines
     return "\n".join(lines)

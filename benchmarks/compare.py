@@ -2,7 +2,7 @@
 
 Usage:
     python benchmarks/compare.py [--config configs/synthetic_two_head.yaml] [--methods all]
-        [--seeds 3] [--max-epochs 4] [--set KEY=VALUE ...] [--sweep KEY=V1,V2,...] [--out FILE.md]
+        [--seeds 3] [--max-epochs 3] [--set KEY=VALUE ...] [--sweep KEY=V1,V2,...] [--out FILE.md]
 
 Each (method, seed) runs ``train.py fit`` in this process with ``--model.init_args.method METHOD``,
 ``--seed_everything SEED`` (seeds 0..S-1: model initialisation and batch order; the data stay those of
@@ -170,7 +170,7 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--config", default="configs/synthetic_two_head.yaml")
     parser.add_argument("--methods", default="all", help=f"comma-separated, or 'all' ({','.join(ALL_METHODS)})")
     parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--max-epochs", type=int, default=4)
+    parser.add_argument("--max-epochs", type=int, default=3)
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a CLI override")
     parser.add_argument("--sweep", default=None, metavar="KEY=V1,V2,...", help="repeat for each value of KEY")
     parser.add_argument("--out", default=None, help="Markdown file to write (never overwritten)")

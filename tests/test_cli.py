@@ -1,5 +1,7 @@
 """The CLI end to end on the embedded data: fit, then test from the checkpoint, as a user runs them."""
 
+import csv
+import json
 import os
 import subprocess
 import sys
@@ -70,6 +72,12 @@ def test_test_applies_the_checkpointed_thresholds_to_both_heads(fitted):
             assert 0.0 <= metrics[f"{prefix}avgk_acc@{k}"].item() <= 1.0
     # the test split is not the validation split: its sets average about K, not exactly K
     assert metrics["test/set_size@3"].item() == pytest.approx(3, rel=0.3)
+    coverage = torch.load(checkpoint_path, weights_only=True)["average_k"]["coverage_thresholds"]
+    assert metrics["test/coverage_threshold@0.9"].item() == pytest.approx(coverage["multilabel"][0.9])
+    assert 0.8 < metrics["test/coverage@0.9"].item() <= 1.0
+    for name in ("set_size_histogram", "accuracy_against_k", "per_class_accuracy_against_frequency"):
+        plot = root / "version_1" / "plots" / f"{name}.png"
+        assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and plot.stat().st_size > 10_000, name
 
 
 def test_train_py_prints_the_results_table(fitted):
@@ -98,20 +106,54 @@ def test_train_py_prints_the_results_table(fitted):
     output = result.stdout + result.stderr
     assert "| K | avg-K acc, multi-label head | avg-K acc, softmax head | avg-K acc, Bayes oracle |" in output
     assert sum(line.startswith("| ") and line.split("|")[1].strip() in KS for line in output.splitlines()) == 5
+    assert "| sets | K | few | medium | many | cov. size 1 |" in output  # the diagnostics table
+    assert "| top-K, softmax head | 2 |" in output and "| sets | target coverage | test coverage |" in output
 
 
-def test_predict_returns_the_sets_of_every_calibrated_k(fitted):
+def test_predict_writes_the_sets_of_predict_k_and_never_overwrites(fitted, tmp_path, capsys):
     root, _ = fitted
     checkpoint_path = root / "version_0" / "checkpoints" / "best.ckpt"
     saved = torch.load(checkpoint_path, weights_only=True)["average_k"]["thresholds"]["multilabel"]
-    cli = _run("predict", root, f"--ckpt_path={checkpoint_path}")
+    output = tmp_path / "sets.jsonl"
+    cli = _run(
+        "predict",
+        root,
+        f"--ckpt_path={checkpoint_path}",
+        "--model.init_args.predict_k=3",
+        f"--predictions.output={output}",
+    )
     predictions = cli.trainer.predict_loop.predictions
     scores = torch.cat([batch["scores"] for batch in predictions])
-    assert scores.shape == (257, 40)
-    for k, threshold in saved.items():
-        sets = torch.cat([batch["sets"][k] for batch in predictions])
-        assert torch.equal(sets, scores >= threshold)
-        assert sets.sum(dim=1).float().mean().item() == pytest.approx(k, rel=0.3)
+    sets = torch.cat([batch["sets"] for batch in predictions])
+    assert scores.shape == (257, 40) and torch.equal(sets, scores >= saved[3.0])
+    assert sets.sum(dim=1).float().mean().item() == pytest.approx(3, rel=0.3)
+    lines = [json.loads(line) for line in output.read_text().splitlines()]
+    assert [line["index"] for line in lines] == list(range(257)) and lines[5]["path"] == "test[5]"
+    model, images = cli.model, cli.datamodule.test_dataset.tensors[0][:257]
+    expected = model.predict_sets(images, k=3)
+    names = model.predict_set_names(images, k=3)
+    for line, indices, set_names, row in zip(lines, expected, names, scores):
+        assert line["class_indices"] == indices and line["set"] == set_names and line["set_size"] == len(indices)
+        assert line["scores"] == sorted(line["scores"], reverse=True)
+        assert line["scores"] == pytest.approx([row[j].item() for j in indices], abs=1e-6)
+    with pytest.raises(SystemExit):  # an existing file is kept
+        _run("predict", root, f"--ckpt_path={checkpoint_path}", f"--predictions.output={output}")
+    assert f"Predictions file {output} exists" in capsys.readouterr().err
+    assert len(output.read_text().splitlines()) == 257
+    csv_output = tmp_path / "sets.csv"
+    _run("predict", root, f"--ckpt_path={checkpoint_path}", f"--predictions.output={csv_output}")
+    rows = list(csv.DictReader(csv_output.open()))
+    assert len(rows) == 257 and json.loads(rows[0]["set"]) == model.predict_set_names(images[:1], k=2)[0]
+
+
+def test_predict_k_that_was_not_calibrated_lists_those_that_were(fitted, capsys):
+    root, _ = fitted
+    checkpoint_path = root / "version_0" / "checkpoints" / "best.ckpt"
+    with pytest.raises(SystemExit):
+        _run("predict", root, f"--ckpt_path={checkpoint_path}", "--model.init_args.predict_k=4")
+    assert "K=4 (argument `predict_k`) was not calibrated: the checkpoint has λ_K for K = 1, 2, 3, 5, 10" in (
+        capsys.readouterr().err
+    )
 
 
 def test_two_cli_runs_in_one_process_get_two_run_dirs(tmp_path):
@@ -191,3 +233,34 @@ def test_arguments_overridden_by_the_checkpoint_are_named(fitted):
     with pytest.warns(UserWarning, match="come from the checkpoint's hyperparameters: mu=1.0 \\(not 0.5\\)$"):
         cli = _run("test", root, "--model.init_args.mu=0.5", f"--ckpt_path={checkpoint_path}", "--verbose=false")
     assert cli.model.optimizer_factory is not None  # the config's optimizer, not reset by the checkpoint
+
+
+def test_exported_set_predictor_gives_the_sets_of_the_module(fitted, tmp_path, capsys):
+    from avgk_lightning.export import load_set_predictor, main
+
+    root, cli = fitted
+    checkpoint_path = root / "version_0" / "checkpoints" / "best.ckpt"
+    output = tmp_path / "predictor.pt"
+    main([str(checkpoint_path), f"--output={output}", "--k=3", "--input-shape=3,16,16"])
+    predictor, metadata = load_set_predictor(output)
+    model = TwoHeadModuleFromCheckpoint(checkpoint_path)
+    images = cli.datamodule.test_dataset.tensors[0][:64]
+    scores, sets = predictor(images)
+    assert metadata["k"] == 3.0 and metadata["threshold"] == model.calibrated_threshold(3)
+    assert metadata["class_names"] == model.class_names
+    assert [row.nonzero().flatten().tolist() for row in sets] == [sorted(s) for s in model.predict_sets(images, k=3)]
+    with torch.no_grad():
+        model.eval()
+        torch.testing.assert_close(scores, model(images)[1].sigmoid())
+    with pytest.raises(SystemExit):
+        main([str(checkpoint_path), f"--output={output}", "--input-shape=3,16,16"])
+    assert "predictor.pt exists (argument --output)" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main([str(checkpoint_path), f"--output={tmp_path / 'other.pt'}", "--k=4"])
+    assert "K=4 (argument `--k`) was not calibrated" in capsys.readouterr().err
+
+
+def TwoHeadModuleFromCheckpoint(path):
+    from avgk_lightning import TwoHeadModule
+
+    return TwoHeadModule.load_from_checkpoint(path, map_location="cpu", weights_only=False)

@@ -1,0 +1,135 @@
+"""Export the set predictor (backbone, set head and λ_K) as one TorchScript file, usable without this package.
+
+Usage:
+    python -m avgk_lightning.export CHECKPOINT --output predictor.pt [--k 3] [--input-shape 3,224,224]
+        [--model-class avgk_lightning.TwoHeadModule] [--overwrite]
+
+The file loads with ``torch.jit.load(path)`` alone; calling it on a (N, C, H, W) batch, transformed as
+in evaluation, returns ``(scores, sets)``: the set head's scores (sigmoid for the multi-label head,
+softmax for the softmax head) and the boolean (N, L) mask ``scores >= λ_K``. K, λ_K and the class
+names travel in the file's ``avgk.json`` extra file (``torch.jit.load(path, _extra_files=...)``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from avgk_lightning.errors import InvalidInputError
+from avgk_lightning.module import TwoHeadModule
+
+__all__ = ["SetPredictor", "export_set_predictor", "load_set_predictor"]
+
+_METADATA = "avgk.json"
+
+
+class SetPredictor(nn.Module):
+    """The deployable part of a TwoHeadModule: features, the head that makes the sets, and λ_K.
+
+    Example:
+        >>> model = TwoHeadModule(num_classes=5, k=2)
+        >>> model.average_k_thresholds = {"multilabel": {2.0: 0.5}}
+        >>> scores, sets = SetPredictor(model, k=2).eval()(torch.randn(3, 3, 32, 32))
+        >>> tuple(scores.shape), sets.dtype
+        ((3, 5), torch.bool)
+    """
+
+    def __init__(self, module: TwoHeadModule, k: float | None = None, argument: str = "k") -> None:
+        super().__init__()
+        self.backbone = module.backbone
+        self.head = module.multilabel_head if module.loss.set_head == "multilabel" else module.softmax_head
+        self.sigmoid = module.loss.set_head == "multilabel"
+        self.register_buffer("threshold", torch.tensor(module.calibrated_threshold(k, argument), dtype=torch.float32))
+
+    def forward(self, images: Tensor) -> tuple[Tensor, Tensor]:
+        logits = self.head(self.backbone(images)).float()
+        scores = torch.sigmoid(logits) if self.sigmoid else torch.softmax(logits, dim=1)
+        return scores, scores >= self.threshold
+
+
+def export_set_predictor(
+    module: TwoHeadModule, output: str | Path, k: float | None = None, input_shape: Sequence[int] = (3, 224, 224)
+) -> Path:
+    """Trace :class:`SetPredictor` on a CPU batch of `input_shape` and save it (with K, λ_K, class names) to `output`."""
+    predictor = SetPredictor(module.cpu(), k, argument="--k").eval()
+    example = torch.zeros(2, *input_shape)
+    with torch.no_grad():
+        traced = torch.jit.trace(predictor, example)
+    k = module.predict_k if k is None else float(k)
+    metadata = {
+        "k": k,
+        "threshold": float(predictor.threshold),
+        "set_head": module.loss.set_head,
+        "method": module.method,
+        "class_names": module.class_names or [str(index) for index in range(module.num_classes)],
+        "input_shape": list(input_shape),
+    }
+    output = Path(output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    torch.jit.save(traced, str(output), _extra_files={_METADATA: json.dumps(metadata)})
+    return output
+
+
+def load_set_predictor(path: str | Path) -> tuple[torch.jit.ScriptModule, dict]:
+    """The exported predictor and its metadata (k, threshold, set_head, method, class_names, input_shape)."""
+    extra = {_METADATA: ""}
+    predictor = torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
+    return predictor, json.loads(extra[_METADATA])
+
+
+def _module_class(dotted: str) -> type[TwoHeadModule]:
+    module_name, _, class_name = dotted.rpartition(".")
+    try:
+        module_class = getattr(importlib.import_module(module_name), class_name)
+    except (ImportError, AttributeError, ValueError) as error:
+        raise InvalidInputError(f"Cannot import {dotted!r} (argument --model-class): {error}") from error
+    if not (isinstance(module_class, type) and issubclass(module_class, TwoHeadModule)):
+        raise InvalidInputError(f"{dotted!r} (argument --model-class) is not a TwoHeadModule subclass")
+    return module_class
+
+
+def main(argv: Sequence[str] | None = None) -> Path:
+    parser = argparse.ArgumentParser(prog="python -m avgk_lightning.export", description=__doc__.splitlines()[0])
+    parser.add_argument("checkpoint", help="a checkpoint of `train.py fit` (best.ckpt or last.ckpt)")
+    parser.add_argument("--output", required=True, help="the TorchScript file to write")
+    parser.add_argument(
+        "--k", type=float, default=None, help="the calibrated K whose λ_K makes the sets (default: predict_k)"
+    )
+    parser.add_argument("--input-shape", default="3,224,224", help="C,H,W of the images the predictor will get")
+    parser.add_argument(
+        "--model-class", default="avgk_lightning.TwoHeadModule", help="the module class of the checkpoint"
+    )
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --output")
+    args = parser.parse_args(argv)
+    try:
+        input_shape = [int(size) for size in args.input_shape.split(",")]
+        if len(input_shape) != 3 or min(input_shape) < 1:
+            raise ValueError
+    except ValueError:
+        parser.error(f"--input-shape must be C,H,W (three positive integers), got {args.input_shape!r}")
+    output = Path(args.output)
+    try:
+        if output.exists() and not args.overwrite:
+            raise InvalidInputError(f"{output} exists (argument --output): pass another file name, or --overwrite.")
+        if not Path(args.checkpoint).is_file():
+            raise InvalidInputError(f"Checkpoint not found: {args.checkpoint} (argument `checkpoint`)")
+        module = _module_class(args.model_class).load_from_checkpoint(
+            args.checkpoint, map_location="cpu", weights_only=False
+        )
+        path = export_set_predictor(module, output, args.k, input_shape)
+    except InvalidInputError as error:
+        print(f"error: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
+    print(f"Exported the set predictor (K={module.predict_k if args.k is None else args.k}) to {path}")
+    return path
+
+
+if __name__ == "__main__":
+    main()
