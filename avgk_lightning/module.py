@@ -18,7 +18,7 @@ from avgk_lightning.errors import InvalidInputError, MissingFileError, NonFinite
 from avgk_lightning.functional import _batch_pseudo_label_threshold, _pseudo_labels, average_k_sets
 from avgk_lightning.losses import build_loss
 from avgk_lightning.metrics import AverageKEvaluation, format_k
-from avgk_lightning.report import diagnostics_table, results_table
+from avgk_lightning.report import diagnostics_table, results_table, set_size_table
 from avgk_lightning.resume import collect_rng_states, restore_rng_states
 
 __all__ = ["TwoHeadModule", "DEFAULT_EVAL_KS"]
@@ -462,6 +462,8 @@ class TwoHeadModule(LightningModule):
         if self.trainer.is_global_zero:
             rank_zero_info(results_table(logged, "test", self.eval_ks, self.loss.set_head))
             rank_zero_info(diagnostics_table(logged, "test", self.eval_ks, self.loss.set_head, self.coverages))
+            histograms = {head: by_k[self.k]["set_size_histogram"] for head, by_k in self.test_details.items()}
+            rank_zero_info(set_size_table(histograms, self.k))
 
     def calibrated_threshold(self, k: float | None = None, argument: str = "predict_k") -> float:
         """The λ_K of the set head calibrated on validation for `k` (default `predict_k`).

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
+from torch import Tensor
+
 from avgk_lightning.metrics import format_k
 
-__all__ = ["results_table", "diagnostics_table"]
+__all__ = ["results_table", "diagnostics_table", "set_size_table"]
 
 _HEAD_TITLES = {"multilabel": "multi-label head", "softmax": "softmax head", "oracle": "Bayes oracle"}
 
@@ -109,4 +111,24 @@ def diagnostics_table(
     if coverage_lines:
         lines += ["", "| sets | target coverage | test coverage | mean set size |", "|---|---|---|---|"]
         lines += coverage_lines
+    return "\n".join(lines)
+
+
+def set_size_table(histograms: Mapping[str, Tensor], k: float, largest: int = 10) -> str:
+    """Share of samples per set size (0, 1, ..., `largest`+) for each head, at one K.
+
+    Example:
+        >>> import torch
+        >>> print(set_size_table({"softmax": torch.tensor([1, 2, 1, 0])}, k=1, largest=2))
+        | set size at K=1 | 0 | 1 | 2+ |
+        |---|---|---|---|
+        | softmax head | 0.2500 | 0.5000 | 0.2500 |
+    """
+    columns = [str(size) for size in range(largest)] + [f"{largest}+"]
+    lines = [f"| set size at K={format_k(k)} | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
+    for head, counts in histograms.items():
+        shares = counts.double() / counts.sum()
+        cells = [float(shares[size]) if size < len(shares) else 0.0 for size in range(largest)]
+        cells.append(float(shares[largest:].sum()))
+        lines.append(f"| {_HEAD_TITLES.get(head, head)} | " + " | ".join(f"{cell:.4f}" for cell in cells) + " |")
     return "\n".join(lines)
