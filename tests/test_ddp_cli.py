@@ -1,4 +1,4 @@
-"""`fit` on 2 DDP processes, then `test` and `validate` from its checkpoint on 1 and on 2 processes.
+"""`fit` on 2 DDP processes, then `test`, `validate` and `predict` from its checkpoint on 1 and on 2 processes.
 
 Every command is `python train.py ...` in a subprocess, as a user runs it (Lightning's launcher starts
 the second rank); the test and validation splits have odd sizes (203 and 201 samples). Each process
@@ -6,6 +6,7 @@ group is killed at the end, whatever happens, so nothing is left behind.
 """
 
 import csv
+import json
 import re
 import sys
 from pathlib import Path
@@ -57,6 +58,8 @@ def runs(tmp_path_factory):
     _train_py(["test", *DDP, f"--ckpt_path={checkpoint}"], root)  # version_2
     _train_py(["validate", "--trainer.devices=1", f"--ckpt_path={checkpoint}"], root)  # version_3
     _train_py(["validate", *DDP, f"--ckpt_path={checkpoint}"], root)  # version_4
+    _train_py(["predict", "--trainer.devices=1", f"--ckpt_path={checkpoint}"], root)  # version_5
+    _train_py(["predict", *DDP, f"--ckpt_path={checkpoint}"], root)  # version_6
     return root
 
 
@@ -82,8 +85,21 @@ def test_validate_metrics_are_the_same_on_one_and_two_processes(runs):
 
 @pytest.mark.slow
 def test_ddp_fit_ran_two_ranks_in_one_run_dir(runs):
-    assert sorted(path.name for path in runs.iterdir()) == [f"version_{i}" for i in range(5)]
-    for version, devices in ((0, 2), (1, 1), (2, 2), (3, 1), (4, 2)):
+    assert sorted(path.name for path in runs.iterdir()) == [f"version_{i}" for i in range(7)]
+    for version, devices in ((0, 2), (1, 1), (2, 2), (3, 1), (4, 2), (5, 1), (6, 2)):
         (config,) = (runs / f"version_{version}").glob("**/config.yaml")
         assert re.search(f"\n  devices: '?{devices}'?\n", config.read_text())
     assert _logged(runs / "version_0", "val/")["val/set_size@2"] == pytest.approx(2, abs=0.05)
+
+
+@pytest.mark.slow
+def test_predicted_sets_are_the_same_on_one_and_two_processes(runs):
+    single, distributed = (
+        [json.loads(line) for line in (runs / f"version_{version}" / "predictions.jsonl").read_text().splitlines()]
+        for version in (5, 6)
+    )
+    assert [line["index"] for line in distributed] == list(range(203))  # merged in order, none lost or repeated
+    assert not list((runs / "version_6").glob("*.part"))
+    for one, two in zip(single, distributed):
+        assert one["class_indices"] == two["class_indices"] and one["path"] == two["path"]
+        assert one["scores"] == pytest.approx(two["scores"], abs=1e-5)
