@@ -27,6 +27,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from avgk_lightning.errors import InvalidInputError
+
 __all__ = [
     "FREQUENCY_GROUPS",
     "SIZE_STRATA",
@@ -35,11 +37,28 @@ __all__ = [
     "set_size_diagnostics",
     "per_class_accuracy",
     "coverage_threshold",
+    "check_coverage",
+    "check_frequency_boundaries",
 ]
 
 FREQUENCY_GROUPS = ("few", "medium", "many")
 #: (name, smallest size, largest size) of the set-size strata
 SIZE_STRATA = (("1", 1, 1), ("2", 2, 2), ("3-5", 3, 5), ("6+", 6, math.inf))
+
+
+def check_coverage(value: object, argument: str = "argument `coverage`") -> None:
+    """Raise a ValueError naming `argument` unless `value` is a target coverage 1 - alpha in (0, 1)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 1:
+        raise InvalidInputError(f"Expected {argument} to be a target coverage in (0, 1) (1 - alpha), but got {value!r}")
+
+
+def check_frequency_boundaries(boundaries: Sequence[int]) -> None:
+    """Raise a ValueError unless `boundaries` are two integers 0 < b1 <= b2."""
+    if len(boundaries) != 2 or not 0 < boundaries[0] <= boundaries[1]:
+        raise InvalidInputError(
+            "Expected argument `frequency_boundaries` to be two integers 0 < b1 <= b2 (few < b1 <= medium <= b2 "
+            f"< many training images), but got {tuple(boundaries)!r}"
+        )
 
 
 def frequency_groups(class_counts: Sequence[int] | Tensor, boundaries: Sequence[int] = (20, 100)) -> Tensor:
@@ -49,11 +68,8 @@ def frequency_groups(class_counts: Sequence[int] | Tensor, boundaries: Sequence[
         >>> frequency_groups([5, 20, 100, 101], boundaries=(20, 100))
         tensor([0, 1, 1, 2])
     """
+    check_frequency_boundaries(boundaries)
     low, high = boundaries
-    if not 0 < low <= high:
-        raise ValueError(
-            f"Expected argument `frequency_boundaries` to be two integers 0 < b1 <= b2, but got {boundaries!r}"
-        )
     counts = torch.as_tensor(class_counts)
     return (counts >= low).long() + (counts > high).long()
 
@@ -117,8 +133,7 @@ def coverage_threshold(scores: Tensor, target: Tensor, coverage: float) -> Tenso
         >>> float(coverage_threshold(scores, true, coverage=0.6))  # r = ceil(5 * 0.6) = 3: 4th smallest 1 - t
         0.20000000298023224
     """
-    if isinstance(coverage, bool) or not isinstance(coverage, (int, float)) or not 0 < coverage < 1:
-        raise ValueError(f"Expected argument `coverage` to be a number in (0, 1), but got {coverage!r}")
+    check_coverage(coverage)
     true_scores = scores.gather(1, target.long().unsqueeze(1)).squeeze(1)
     n = true_scores.numel()
     rank = math.ceil((n + 1) * coverage)  # r of the module doc

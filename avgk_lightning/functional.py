@@ -186,6 +186,11 @@ def mean_set_size(scores: Tensor, threshold: float | Tensor) -> Tensor:
     return average_k_sets(scores, threshold).sum(dim=1, dtype=torch.float32).mean()
 
 
+def _topk_hits(scores: Tensor, target: Tensor, k: int) -> Tensor:
+    """Whether each true label is among its row's `k` highest scores (ties count for the true label)."""
+    return _true_class_scores(scores, target) >= scores.topk(k, dim=1).values[:, -1]
+
+
 def topk_accuracy(scores: Tensor, target: Tensor, k: int, average: Literal["micro", "macro"] = "micro") -> Tensor:
     """Fraction of samples whose true label is among their `k` highest scores (sets of exactly `k`).
 
@@ -201,8 +206,7 @@ def topk_accuracy(scores: Tensor, target: Tensor, k: int, average: Literal["micr
     _check_target(scores, target)
     if isinstance(k, bool) or not isinstance(k, int) or not 0 < k <= scores.shape[1]:
         raise ValueError(f"Expected argument `k` to be an integer in [1, {scores.shape[1]}], but got {k!r}")
-    kth = scores.topk(k, dim=1).values[:, -1]
-    hits = _true_class_scores(scores, target) >= kth
+    hits = _topk_hits(scores, target, k)
     if average == "micro":
         return hits.float().mean()
     return _per_class_mean(hits, target.long(), scores.shape[1])

@@ -361,6 +361,7 @@ class RegularisedOnlineLabelEstimationLoss(AverageKLoss):
         self.seen: Tensor | None = None
         self._updated: Tensor | None = None  # rows this process changed since the last synchronize
         self._pending = False  # some batch was trained since the last synchronize (the same on every process)
+        self._num_samples: int | None = None  # rows of the matrix, from setup_samples or a checkpoint
 
     def setup_samples(self, num_samples: int) -> None:
         if self.estimate_logits is not None and self.estimate_logits.shape[0] == num_samples:
@@ -384,7 +385,7 @@ class RegularisedOnlineLabelEstimationLoss(AverageKLoss):
             raise InvalidInputError("ROLE needs the dataset index of each training sample (`sample_indices`)")
         num_classes = multilabel_logits.shape[1]
         if self.estimate_logits is None:
-            if not hasattr(self, "_num_samples"):
+            if self._num_samples is None:
                 raise InvalidInputError("ROLE: call setup_samples(num_samples) before training")
             self._initialise(num_classes, multilabel_logits.device)
         if self.estimate_logits.device != multilabel_logits.device:
@@ -452,7 +453,7 @@ class RegularisedOnlineLabelEstimationLoss(AverageKLoss):
         if "estimate_logits" not in state:
             return
         saved_rows = state["estimate_logits"].shape[0]
-        expected = getattr(self, "_num_samples", saved_rows)
+        expected = saved_rows if self._num_samples is None else self._num_samples
         if saved_rows != expected:
             raise InvalidInputError(
                 f"The checkpoint's ROLE label estimates have {saved_rows} rows (one per training sample), but the "

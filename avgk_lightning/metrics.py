@@ -22,6 +22,7 @@ from torchmetrics import Metric
 from torchmetrics.utilities.data import dim_zero_cat
 
 from avgk_lightning.diagnostics import (
+    check_coverage,
     coverage_threshold,
     frequency_groups,
     group_accuracy,
@@ -33,6 +34,7 @@ from avgk_lightning.functional import (
     _check_scores,
     _check_target,
     _per_class_mean,
+    _topk_hits,
     _true_class_scores,
     average_k_accuracy,
     average_k_sets,
@@ -269,8 +271,7 @@ class AverageKEvaluation(Metric):
         self.num_classes = num_classes
         self.ks = [float(k) for k in ks]
         for coverage in coverages:
-            if isinstance(coverage, bool) or not isinstance(coverage, (int, float)) or not 0 < coverage < 1:
-                raise ValueError(f"Expected every entry of argument `coverages` to be in (0, 1), but got {coverage!r}")
+            check_coverage(coverage, "every entry of argument `coverages`")
         self.coverages = [float(coverage) for coverage in coverages]
         self.class_groups = None if class_counts is None else frequency_groups(class_counts, frequency_boundaries)
         self.diagnostics = diagnostics
@@ -344,8 +345,7 @@ class AverageKEvaluation(Metric):
             for group, value in group_accuracy(hits, target, self.class_groups).items():
                 results[f"avgk_acc_{group}@{name}"] = value
             if k.is_integer():
-                kth = scores.topk(int(k), dim=1).values[:, -1]
-                topk_hits = _true_class_scores(scores, target) >= kth
+                topk_hits = _topk_hits(scores, target, int(k))
                 for group, value in group_accuracy(topk_hits, target, self.class_groups).items():
                     results[f"topk_acc_{group}@{name}"] = value
         self.details[k] = {

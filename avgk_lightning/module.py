@@ -14,6 +14,7 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor, nn
 
+from avgk_lightning.diagnostics import check_coverage, check_frequency_boundaries
 from avgk_lightning.errors import InvalidInputError, MissingFileError, NonFiniteLossError
 from avgk_lightning.functional import _batch_pseudo_label_threshold, _pseudo_labels, average_k_sets
 from avgk_lightning.losses import build_loss
@@ -170,26 +171,14 @@ class TwoHeadModule(LightningModule):
         self.k = float(k)
         self.method = method
         self.loss = build_loss(method, num_classes=num_classes, k=self.k, mu=mu, options=loss_options)
-        if predict_k is not None and (
-            isinstance(predict_k, bool) or not isinstance(predict_k, (int, float)) or not 0 < predict_k < num_classes
-        ):
-            raise InvalidInputError(
-                f"Expected argument `predict_k` to be a number in (0, num_classes={num_classes}), but got {predict_k!r}"
-            )
+        if predict_k is not None:
+            self._check_evaluated_k(predict_k, num_classes, "argument `predict_k`")
         self.predict_k = self.k if predict_k is None else float(predict_k)
         self.eval_ks = sorted({*self._resolve_eval_ks(eval_ks, num_classes, self.k), self.predict_k})
         for coverage in coverages:
-            if isinstance(coverage, bool) or not isinstance(coverage, (int, float)) or not 0 < coverage < 1:
-                raise InvalidInputError(
-                    f"Expected every entry of argument `coverages` to be a target coverage in (0, 1) (1 - alpha), "
-                    f"but got {coverage!r}"
-                )
+            check_coverage(coverage, "every entry of argument `coverages`")
         self.coverages = [float(coverage) for coverage in coverages]
-        if len(frequency_boundaries) != 2 or not 0 < frequency_boundaries[0] <= frequency_boundaries[1]:
-            raise InvalidInputError(
-                "Expected argument `frequency_boundaries` to be two integers 0 < b1 <= b2 (few < b1 <= medium <= b2 "
-                f"< many training images), but got {frequency_boundaries!r}"
-            )
+        check_frequency_boundaries(frequency_boundaries)
         self.optimizer_factory = optimizer
         self.lr_scheduler_factory = lr_scheduler
         # λ_pl for the current epoch, set by PseudoLabelThreshold; None means the batch rule.
@@ -227,17 +216,20 @@ class TwoHeadModule(LightningModule):
         )
 
     @staticmethod
+    def _check_evaluated_k(value: object, num_classes: int, argument: str) -> None:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < num_classes:
+            raise InvalidInputError(
+                f"Expected {argument} to be a number in (0, num_classes={num_classes}), but got {value!r}"
+            )
+
+    @staticmethod
     def _resolve_eval_ks(eval_ks: Sequence[float] | None, num_classes: int, k: float) -> list[float]:
         if eval_ks is None:
             ks = {value for value in DEFAULT_EVAL_KS if value < num_classes}
         else:
             ks = set()
             for value in eval_ks:
-                if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < num_classes:
-                    raise InvalidInputError(
-                        f"Expected every entry of argument `eval_ks` to be a number in (0, num_classes={num_classes}),"
-                        f" but got {value!r}"
-                    )
+                TwoHeadModule._check_evaluated_k(value, num_classes, "every entry of argument `eval_ks`")
                 ks.add(float(value))
         ks.add(k)
         return sorted(ks)

@@ -15,12 +15,12 @@ import sys
 
 import torch
 import torch.distributed as dist
-from lightning.pytorch import Trainer, seed_everything
+from lightning.pytorch import seed_everything
 
 from avgk_lightning import PseudoLabelThreshold
 from avgk_lightning.data import SyntheticAmbiguityDataModule
 from avgk_lightning.metrics import AverageKAccuracy, AverageKEvaluation, MeanSetSize
-from tests.helpers import TinyCNNModule, tied_scores
+from tests.helpers import TinyCNNModule, cpu_trainer, tied_scores
 
 
 def _frozen_sgd(params):
@@ -54,18 +54,7 @@ def main(out_path: str, devices: int) -> None:
     data = SyntheticAmbiguityDataModule(train_size=600, val_size=65, test_size=67, batch_size=32)
     model = TinyCNNModule(num_classes=40, k=3, eval_ks=[1, 2.5, 3], optimizer=_frozen_sgd)
     pseudo_labels = PseudoLabelThreshold()
-    trainer = Trainer(
-        accelerator="cpu",
-        devices=devices,
-        strategy="ddp" if devices > 1 else "auto",
-        max_epochs=2,
-        callbacks=[pseudo_labels],
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-    )
+    trainer = cpu_trainer(devices, max_epochs=2, callbacks=[pseudo_labels])
     trainer.fit(model, data)
     fit_metrics = {name: float(value) for name, value in trainer.callback_metrics.items()}
     trainer.validate(model, data, verbose=False)

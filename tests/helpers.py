@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from lightning.pytorch import Callback
+from lightning.pytorch import Callback, Trainer
 from torch import nn
 
 from avgk_lightning import TwoHeadModule
@@ -32,6 +32,21 @@ class TinyCNNModule(TwoHeadModule):
             nn.Flatten(),
         )
         return backbone, self.width
+
+
+def cpu_trainer(devices: int = 1, **overrides) -> Trainer:
+    """A quiet CPU Trainer (no logger, checkpoints, progress bar, summary or sanity check); DDP for devices > 1."""
+    options = {
+        "accelerator": "cpu",
+        "devices": devices,
+        "strategy": "ddp" if devices > 1 else "auto",
+        "logger": False,
+        "enable_checkpointing": False,
+        "enable_progress_bar": False,
+        "enable_model_summary": False,
+        "num_sanity_val_steps": 0,
+    }
+    return Trainer(**{**options, **overrides})
 
 
 def reference_threshold(scores: np.ndarray, k: float) -> float:

@@ -14,10 +14,10 @@ import sys
 from pathlib import Path
 
 import torch
-from lightning.pytorch import Callback, Trainer, seed_everything
+from lightning.pytorch import Callback, seed_everything
 
 from avgk_lightning.data import SyntheticAmbiguityDataModule
-from tests.helpers import TinyCNNModule
+from tests.helpers import TinyCNNModule, cpu_trainer
 
 
 def frozen_sgd(params):
@@ -46,18 +46,7 @@ def main(out_dir: str, devices: int) -> None:
     out = Path(out_dir)
     model, data = build()
     recorder = RecordBatches()
-    trainer = Trainer(
-        accelerator="cpu",
-        devices=devices,
-        strategy="ddp" if devices > 1 else "auto",
-        max_epochs=2,
-        callbacks=[recorder],
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-    )
+    trainer = cpu_trainer(devices, max_epochs=2, callbacks=[recorder])
     trainer.fit(model, data)
     (out / f"batches_rank{trainer.global_rank}.json").write_text(json.dumps(recorder.batches))
     if trainer.global_rank == 0:

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import torch
-from lightning.pytorch import Trainer
 from lightning.pytorch.loggers import WandbLogger
 
 from avgk_lightning.data import SyntheticAmbiguityDataModule
 from avgk_lightning.plots import TestPlots
-from tests.helpers import TinyCNNModule
+from tests.helpers import TinyCNNModule, cpu_trainer
 
 NAMES = ("set_size_histogram", "accuracy_against_k", "per_class_accuracy_against_frequency")
 
@@ -27,15 +26,7 @@ def test_figures_are_saved_in_the_run_dir_and_logged_to_wandb(tmp_path, monkeypa
     counts = data.class_counts.tolist()  # the CLI links them; here by hand
     model = TinyCNNModule(num_classes=40, k=2, eval_ks=[1, 2, 3], class_counts=counts, frequency_boundaries=(5, 10))
     plots = TestPlots()
-    trainer = Trainer(
-        default_root_dir=tmp_path,
-        max_epochs=1,
-        callbacks=[plots],
-        logger=logger,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-    )
+    trainer = cpu_trainer(default_root_dir=tmp_path, max_epochs=1, callbacks=[plots], logger=logger)
     trainer.fit(model, data)
     trainer.test(model, data, verbose=False)
     assert [path.name for path in plots.paths] == [f"{name}.png" for name in NAMES]

@@ -7,13 +7,12 @@ import sys
 
 import pytest
 import torch
-from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from avgk_lightning.data import SyntheticAmbiguityDataModule
 from avgk_lightning.losses import RegularisedOnlineLabelEstimationLoss
 from tests import role_ddp
-from tests.helpers import TinyCNNModule, run_process_group
+from tests.helpers import TinyCNNModule, cpu_trainer, run_process_group
 
 
 def test_training_batches_end_with_sample_indices_when_asked():
@@ -34,15 +33,7 @@ def _fit(tmp_path, max_epochs: int, ckpt_path: str | None = None, model=None):
     model = model or TinyCNNModule(num_classes=40, k=2, method="role", eval_ks=[2])
     data = SyntheticAmbiguityDataModule(train_size=96, val_size=40, test_size=40, batch_size=32)
     checkpoint = ModelCheckpoint(dirpath=tmp_path, save_last=True)
-    trainer = Trainer(
-        accelerator="cpu",
-        max_epochs=max_epochs,
-        callbacks=[checkpoint],
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-    )
+    trainer = cpu_trainer(max_epochs=max_epochs, callbacks=[checkpoint], enable_checkpointing=True)
     trainer.fit(model, data, ckpt_path=ckpt_path)
     return model, trainer
 
