@@ -26,8 +26,9 @@ def _bin_edge(index: int) -> float:
 
 
 def _bin_indices(scores: Tensor) -> Tensor:
+    """The int32 bin of each score (NaN and anything above 1 land in the top bin, negatives in bin 0)."""
     patterns = scores.detach().float().contiguous().view(torch.int32) >> _HISTOGRAM_SHIFT
-    return patterns.long().clamp_(0, _HISTOGRAM_BINS - 1)
+    return patterns.clamp_(0, _HISTOGRAM_BINS - 1)
 
 
 def histogram_threshold(histogram: Tensor, count: int) -> float:
@@ -71,14 +72,21 @@ class NonTrueScoreHistogram:
     """
 
     def __init__(self, device: torch.device | str | None = None) -> None:
-        self.counts = torch.zeros(_HISTOGRAM_BINS, dtype=torch.long, device=device)
+        # One spare bin past the last one collects the true-class entries, which the statistic excludes.
+        self._bins = torch.zeros(_HISTOGRAM_BINS + 1, dtype=torch.long, device=device)
+        self._one = torch.ones(1, dtype=torch.long, device=device)
+
+    @property
+    def counts(self) -> Tensor:
+        """The non-true scores counted per bin (int64, one entry per bin)."""
+        return self._bins[:_HISTOGRAM_BINS]
 
     def update(self, softmax_probs: Tensor, target: Tensor) -> None:
         """Add the non-true entries of a (B, L) batch of softmax scores."""
+        # Four kernels: the bins (shift, clamp), the true entries sent to the spare bin, one scatter-add.
         bins = _bin_indices(softmax_probs)
-        self.counts.index_add_(0, bins.flatten(), torch.ones_like(bins).flatten())
-        true_bins = bins.gather(1, target.long().unsqueeze(1)).squeeze(1)
-        self.counts.index_add_(0, true_bins, torch.full_like(true_bins, -1))
+        bins.scatter_(1, target.long().unsqueeze(1), _HISTOGRAM_BINS)
+        self._bins.index_add_(0, bins.view(-1), self._one.expand(bins.numel()))
 
     def threshold(self, count: int) -> float:
         """The value with `count` of the scores seen above it (see :func:`histogram_threshold`)."""
@@ -86,7 +94,8 @@ class NonTrueScoreHistogram:
 
     @property
     def nbytes(self) -> int:
-        return self.counts.numel() * self.counts.element_size()
+        """The statistic's memory: the bins, the spare bin and the constant one."""
+        return (self._bins.numel() + self._one.numel()) * self._bins.element_size()
 
 
 class PseudoLabelThreshold(Callback):

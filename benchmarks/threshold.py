@@ -86,7 +86,7 @@ def statistic(n: int, classes: int, batch: int) -> None:
         non_true[torch.arange(len(target)), target] = -1.0
         for k in ks:
             above[k] += int((non_true >= thresholds[k]).sum())
-    payload = histogram.nbytes + 4 * 8  # the counts travel with 4 totals (int64) in one all-reduce
+    payload = histogram.counts.nbytes + 4 * 8  # the counts travel with 4 totals (int64) in one all-reduce
     print(f"\nTraining statistic: {n} x {classes} softmax scores in {batches} batches of {batch}")
     print("| quantity | value | target |")
     print("|---|---|---|")

@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 import torch
 from lightning.pytorch import Callback, Trainer
@@ -59,8 +60,27 @@ def test_histogram_threshold_puts_the_requested_count_of_non_true_scores_above_i
     assert abs(above - count) <= 0.005 * count
 
 
+def test_histogram_counts_every_non_true_score_in_its_bit_pattern_bin():
+    generator = torch.Generator().manual_seed(0)
+    target = torch.randint(0, 50, (300,), generator=generator)
+    probs = torch.randn(300, 50, generator=generator).mul(3).softmax(dim=1)
+    histogram = NonTrueScoreHistogram()
+    for start in range(0, 300, 64):  # a ragged last batch
+        histogram.update(probs[start : start + 64], target[start : start + 64])
+    # independent reference: numpy's bit patterns of the non-true scores, counted by np.bincount
+    keep = np.ones((300, 50), dtype=bool)
+    keep[np.arange(300), target.numpy()] = False
+    patterns = probs.numpy()[keep].view(np.int32) >> 12
+    reference = np.bincount(patterns, minlength=_HISTOGRAM_BINS)
+    assert np.array_equal(histogram.counts.numpy(), reference)
+
+
 def test_histogram_is_a_fixed_size_whatever_the_data():
-    assert _HISTOGRAM_BINS * 8 < 16 * 2**20
+    small, large = NonTrueScoreHistogram(), NonTrueScoreHistogram()
+    small.update(torch.full((1, 3), 1 / 3), torch.tensor([0]))
+    for _ in range(20):
+        large.update(torch.rand(512, 100).softmax(dim=1), torch.zeros(512, dtype=torch.long))
+    assert small.nbytes == large.nbytes < 16 * 2**20
     # scores of exactly 0 and 1 land in the first and the last bin
     assert _bin_indices(torch.tensor([0.0, 1.0])).tolist() == [0, _HISTOGRAM_BINS - 1]
 
