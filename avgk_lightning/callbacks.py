@@ -10,7 +10,7 @@ from torch import Tensor
 
 from avgk_lightning.errors import InvalidInputError
 
-__all__ = ["PseudoLabelThreshold", "NonTrueScoreHistogram", "histogram_threshold"]
+__all__ = ["NonTrueScoreHistogram", "PseudoLabelThreshold", "histogram_threshold"]
 
 # Histogram over the float32 bit pattern of the softmax scores: for non-negative floats the pattern
 # is monotone in the value, so bins ordered by index are ordered by value. Dropping the 12 lowest bits

@@ -32,13 +32,13 @@ from avgk_lightning.errors import InvalidInputError
 __all__ = [
     "FREQUENCY_GROUPS",
     "SIZE_STRATA",
-    "frequency_groups",
-    "group_accuracy",
-    "set_size_diagnostics",
-    "per_class_accuracy",
-    "coverage_threshold",
     "check_coverage",
     "check_frequency_boundaries",
+    "coverage_threshold",
+    "frequency_groups",
+    "group_accuracy",
+    "per_class_accuracy",
+    "set_size_diagnostics",
 ]
 
 FREQUENCY_GROUPS = ("few", "medium", "many")

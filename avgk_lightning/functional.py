@@ -13,13 +13,13 @@ import torch
 from torch import Tensor
 
 __all__ = [
-    "average_k_threshold",
-    "average_k_sets",
     "average_k_accuracy",
-    "mean_set_size",
-    "topk_accuracy",
-    "pseudo_labels",
+    "average_k_sets",
+    "average_k_threshold",
     "batch_pseudo_label_threshold",
+    "mean_set_size",
+    "pseudo_labels",
+    "topk_accuracy",
 ]
 
 # Above this many values a sampled pre-filter keeps only the top tail before the exact selection.

@@ -24,18 +24,18 @@ from torch import Tensor, nn
 from avgk_lightning.errors import InvalidInputError
 
 __all__ = [
+    "LOSSES",
+    "AssumeNegativeLoss",
     "AverageKLoss",
+    "EntropyMaximisationLoss",
+    "ExpectedPositiveLoss",
+    "LabelSmoothingAssumeNegativeLoss",
+    "RegularisedOnlineLabelEstimationLoss",
     "SoftmaxLoss",
     "TwoHeadLoss",
-    "AssumeNegativeLoss",
-    "LabelSmoothingAssumeNegativeLoss",
     "WeakAssumeNegativeLoss",
-    "ExpectedPositiveLoss",
-    "EntropyMaximisationLoss",
-    "RegularisedOnlineLabelEstimationLoss",
-    "expected_positive_regulariser",
-    "LOSSES",
     "build_loss",
+    "expected_positive_regulariser",
 ]
 
 LOSSES: dict[str, type[AverageKLoss]] = {}

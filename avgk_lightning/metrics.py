@@ -43,7 +43,7 @@ from avgk_lightning.functional import (
     topk_accuracy,
 )
 
-__all__ = ["AverageKAccuracy", "MeanSetSize", "AverageKEvaluation", "format_k"]
+__all__ = ["AverageKAccuracy", "AverageKEvaluation", "MeanSetSize", "format_k"]
 
 
 def format_k(k: float) -> str:

@@ -22,7 +22,7 @@ from avgk_lightning.metrics import AverageKEvaluation, format_k
 from avgk_lightning.report import diagnostics_table, results_table, set_size_table
 from avgk_lightning.resume import collect_rng_states, restore_rng_states
 
-__all__ = ["TwoHeadModule", "DEFAULT_EVAL_KS"]
+__all__ = ["DEFAULT_EVAL_KS", "TwoHeadModule"]
 
 DEFAULT_EVAL_KS = (1.0, 2.0, 3.0, 5.0, 10.0)
 _CHECKPOINT_KEY = "average_k"

@@ -20,7 +20,7 @@ from torch import Tensor
 
 from avgk_lightning.metrics import format_k
 
-__all__ = ["TestPlots", "set_size_histogram", "accuracy_against_k", "per_class_accuracy_against_frequency"]
+__all__ = ["TestPlots", "accuracy_against_k", "per_class_accuracy_against_frequency", "set_size_histogram"]
 
 _TITLES = {"multilabel": "multi-label head", "softmax": "softmax head", "oracle": "Bayes oracle"}
 _COLOURS = {"multilabel": "tab:blue", "softmax": "tab:orange", "oracle": "tab:green"}

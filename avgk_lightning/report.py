@@ -8,7 +8,7 @@ from torch import Tensor
 
 from avgk_lightning.metrics import format_k
 
-__all__ = ["results_table", "diagnostics_table", "set_size_table"]
+__all__ = ["diagnostics_table", "results_table", "set_size_table"]
 
 _HEAD_TITLES = {"multilabel": "multi-label head", "softmax": "softmax head", "oracle": "Bayes oracle"}
 

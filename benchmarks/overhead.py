@@ -82,8 +82,8 @@ def main() -> None:
     for accelerator, precision in settings:
         best = {"two_head": 0.0, "softmax": 0.0}
         for _ in range(args.rounds):
-            for method in best:
-                best[method] = max(best[method], throughput(method, args, accelerator, precision))
+            for method, fastest in best.items():
+                best[method] = max(fastest, throughput(method, args, accelerator, precision))
         device = torch.cuda.get_device_name() if accelerator == "gpu" else f"CPU, {torch.get_num_threads()} threads"
         print(
             f"| {device} | {precision} | {args.backbone} {args.image_size}x{args.image_size} | {args.batch_size} | "

@@ -48,8 +48,8 @@ def calibration(n: int, classes: int, repeats: int) -> None:
     print("| " + " | ".join(columns) + " |")
     print("|---" * len(columns) + "|")
     for k in (1, 2, 3, 5, 10):
-        sort_time, reference = _best_time(lambda: _sort_rule(scores, k), repeats)
-        ours_time, ours = _best_time(lambda: average_k_threshold(scores, k), repeats)
+        sort_time, reference = _best_time(lambda k=k: _sort_rule(scores, k), repeats)
+        ours_time, ours = _best_time(lambda k=k: average_k_threshold(scores, k), repeats)
         print(
             f"| {k} | {bool(ours.item() == reference.item())} | {sort_time:.3f} | {ours_time:.3f} | "
             f"{sort_time / ours_time:.1f}x | {max_time:.4f} | {ours_time / max_time:.1f}x |"

@@ -56,8 +56,8 @@ def test_corrupt_image_names_the_file_or_is_skipped_on_request(tmp_path, caplog)
     index = [str(p) for p in data.train_dataset.paths].index(str(broken))
     with pytest.raises(ValueError, match="Cannot read image .*rose_9.jpg.*skip_corrupt=True"):
         data.train_dataset[index]
+    skipping = _folder(tmp_path, skip_corrupt=True)
     with pytest.warns(UserWarning, match="skipping unreadable image .*rose_9.jpg"):
-        skipping = _folder(tmp_path, skip_corrupt=True)
         skipping.setup("fit")
     assert len(skipping.train_dataset) == 6 and str(broken) not in map(str, skipping.train_dataset.paths)
     assert "skipped 1 of 7 images in the train split" in caplog.text

@@ -16,7 +16,7 @@ from torchvision import transforms as T
 from avgk_lightning.data.base import AverageKDataModule, check_integer
 from avgk_lightning.errors import InvalidInputError, MissingFileError
 
-__all__ = ["ImageFolderDataModule", "ImageFileDataset", "IMAGE_EXTENSIONS", "list_images"]
+__all__ = ["IMAGE_EXTENSIONS", "ImageFileDataset", "ImageFolderDataModule", "list_images"]
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
