@@ -6,8 +6,8 @@ Trains each method for `steps` optimisation steps (after 5 warm-up steps) on the
 `image-size`, alternating the methods over `rounds` rounds (the order flips every round), and prints
 img/s from each method's median step time over all rounds, the ratio two_head / softmax of those
 (target >= 0.97) and the range of the per-round ratios. Medians keep a burst of load on a shared host
-from deciding the result. The two-head step adds the softmax
-of the logits, the pseudo-labels, the BCE term on the second head and the epoch statistic update.
+from deciding the result. The two-head step adds the softmax of the logits, the pseudo-labels, the
+BCE term on the second head and the epoch statistic update.
 Runs on the CPU, and also on CUDA with bf16-mixed where a GPU is present (skipped otherwise).
 """
 
