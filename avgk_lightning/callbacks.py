@@ -6,11 +6,12 @@ from typing import Any, Literal
 
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch.callbacks import ModelCheckpoint
 from torch import Tensor
 
 from avgk_lightning.errors import InvalidInputError
 
-__all__ = ["NonTrueScoreHistogram", "PseudoLabelThreshold", "histogram_threshold"]
+__all__ = ["BestAndLastCheckpoint", "NonTrueScoreHistogram", "PseudoLabelThreshold", "histogram_threshold"]
 
 # Histogram over the float32 bit pattern of the softmax scores: for non-negative floats the pattern
 # is monotone in the value, so bins ordered by index are ordered by value. Dropping the 12 lowest bits
@@ -194,3 +195,32 @@ class PseudoLabelThreshold(Callback):
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.threshold = state_dict["threshold"]
+
+
+class BestAndLastCheckpoint(ModelCheckpoint):
+    """``ModelCheckpoint`` whose ``last.ckpt`` (``save_last=True``) holds the latest epoch, on every Lightning.
+
+    Since Lightning 2.6, ``save_last=True`` writes ``last.ckpt`` only when a top-k checkpoint is saved
+    at the same step: with ``save_top_k=1`` it is a copy of the best epoch, and resuming from it, or
+    testing "the last epoch", silently goes back to the best one. This subclass also writes it after
+    checkpointing step (training epoch or validation end, as ModelCheckpoint decides) that saved nothing, so
+    ``last.ckpt`` is always the latest epoch.
+    Everything else is ``ModelCheckpoint``'s (the CLI's ``--checkpoint.*`` arguments).
+
+    Example:
+        >>> checkpoint = BestAndLastCheckpoint(monitor="val/avgk_acc@2", mode="max", filename="best", save_last=True)
+    """
+
+    def _save_last_if_not_saved(self, trainer: Trainer) -> None:
+        if self.save_last and self._last_global_step_saved != trainer.global_step:
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+
+    def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        super().on_train_epoch_end(trainer, pl_module)
+        if not self._should_skip_saving_checkpoint(trainer) and self._should_save_on_train_epoch_end(trainer):
+            self._save_last_if_not_saved(trainer)
+
+    def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        super().on_validation_end(trainer, pl_module)
+        if not self._should_skip_saving_checkpoint(trainer) and not self._should_save_on_train_epoch_end(trainer):
+            self._save_last_if_not_saved(trainer)

@@ -1,14 +1,14 @@
 import numpy as np
 import pytest
 import torch
-from lightning.pytorch import Callback, Trainer
+from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from avgk_lightning import PseudoLabelThreshold
-from avgk_lightning.callbacks import _HISTOGRAM_BINS, NonTrueScoreHistogram, _bin_indices
+from avgk_lightning.callbacks import _HISTOGRAM_BINS, BestAndLastCheckpoint, NonTrueScoreHistogram, _bin_indices
 from avgk_lightning.data import SyntheticAmbiguityDataModule
 from avgk_lightning.errors import NonFiniteLossError
-from tests.helpers import TinyCNNModule
+from tests.helpers import TinyCNNModule, cpu_trainer
 
 
 def _frozen_module(**kwargs):
@@ -154,3 +154,30 @@ def test_non_finite_loss_stops_training_and_keeps_the_last_good_checkpoint(tmp_p
         trainer.fit(model, _data())
     saved = torch.load(tmp_path / "last.ckpt", weights_only=True)
     assert saved["epoch"] == 0 and all(torch.isfinite(value).all() for value in saved["state_dict"].values())
+
+
+class _DecliningScore(LightningModule):
+    """A model whose validation score falls every epoch: its best epoch is the first one."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.layer = torch.nn.Linear(2, 1)
+
+    def training_step(self, batch, batch_idx):
+        return self.layer(batch[0]).pow(2).mean()
+
+    def validation_step(self, batch, batch_idx):
+        self.log("score", -float(self.current_epoch))
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.01)
+
+
+def test_last_checkpoint_is_the_latest_epoch_when_the_best_is_older(tmp_path):
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.randn(8, 2)), batch_size=4)
+    checkpoint = BestAndLastCheckpoint(dirpath=tmp_path, monitor="score", mode="max", filename="best", save_last=True)
+    trainer = cpu_trainer(max_epochs=3, callbacks=[checkpoint], enable_checkpointing=True)
+    trainer.fit(_DecliningScore(), loader, loader)
+    assert torch.load(tmp_path / "best.ckpt", weights_only=True)["epoch"] == 0
+    assert torch.load(tmp_path / "last.ckpt", weights_only=True)["epoch"] == 2
+    assert checkpoint.last_model_path == str(tmp_path / "last.ckpt")
