@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import pickle
 from pathlib import Path
@@ -11,7 +10,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor
 from torch.utils.data import Dataset
 from torchvision import transforms as T
@@ -19,6 +17,7 @@ from torchvision.transforms import v2
 
 from avgk_lightning.data.base import AverageKDataModule, check_integer, check_probability
 from avgk_lightning.data.folder import ImageFileDataset, list_images
+from avgk_lightning.data.label_noise import report_label_noise, superclass_label_noise
 from avgk_lightning.errors import InvalidInputError, MissingFileError
 
 __all__ = ["CIFAR100DataModule"]
@@ -187,22 +186,6 @@ class CIFAR100DataModule(AverageKDataModule):
         self._arrays = arrays
         return arrays
 
-    def _superclass_siblings(self, fine: Tensor, coarse: Tensor) -> list[Tensor]:
-        superclass_of = torch.full((self.num_classes,), -1, dtype=torch.long)
-        superclass_of[fine] = coarse
-        return [torch.nonzero(superclass_of == superclass_of[c]).flatten() for c in range(self.num_classes)]
-
-    def _apply_noise(self, labels: Tensor, siblings: list[Tensor]) -> Tensor:
-        generator = torch.Generator().manual_seed(self.noise_seed)
-        flip = torch.rand(len(labels), generator=generator) < self.noise
-        draws = torch.rand(len(labels), generator=generator)
-        noisy = labels.clone()
-        for index in torch.nonzero(flip).flatten().tolist():
-            others = siblings[labels[index]][siblings[labels[index]] != labels[index]]
-            if len(others):
-                noisy[index] = others[int(draws[index] * len(others))]
-        return noisy
-
     def _prepare_splits(self) -> None:
         if self.train_dataset is not None:
             return
@@ -216,7 +199,9 @@ class CIFAR100DataModule(AverageKDataModule):
         order = torch.randperm(len(fine), generator=torch.Generator().manual_seed(self.split_seed))
         val_index, train_index = order[: self.val_size].sort().values, order[self.val_size :].sort().values
         clean = fine[train_index]
-        noisy = self._apply_noise(clean, self._superclass_siblings(fine, coarse))
+        superclass_of = torch.full((self.num_classes,), -1, dtype=torch.long)
+        superclass_of[fine] = coarse
+        noisy = superclass_label_noise(clean, superclass_of, self.noise, self.noise_seed)
         self.clean_train_labels = clean
         self.noisy_indices = torch.nonzero(noisy != clean).flatten()
         self.realised_noise_rate = len(self.noisy_indices) / len(clean)
@@ -228,38 +213,11 @@ class CIFAR100DataModule(AverageKDataModule):
         test_images, test_fine, _ = arrays["test"]
         self.test_dataset = _ImageTensorDataset(test_images, test_fine, eval_transform)
 
-    def _report_noise(self) -> None:
-        message = (
-            f"CIFAR-100 label noise: {len(self.noisy_indices)} of {len(self.clean_train_labels)} training labels "
-            f"changed (realised rate {self.realised_noise_rate:.4f}, requested {self.noise})"
-        )
-        rank_zero_info(message)
-        trainer = self.trainer
-        if trainer is None or not trainer.is_global_zero:
-            return
-        for logger in trainer.loggers:
-            logger.log_metrics({"data/realised_noise_rate": self.realised_noise_rate}, step=0)
-        run_dir = Path(trainer.default_root_dir)
-        run_dir.mkdir(parents=True, exist_ok=True)
-        record = {
-            "requested_noise": self.noise,
-            "realised_noise_rate": self.realised_noise_rate,
-            "noise_seed": self.noise_seed,
-            "split_seed": self.split_seed,
-            "train_index_of_changed_labels": self.noisy_indices.tolist(),
-            "clean_labels": self.clean_train_labels[self.noisy_indices].tolist(),
-            "noisy_labels": self.train_dataset.labels[self.noisy_indices].tolist(),
-        }
-        path = run_dir / "label_noise.json"
-        if path.exists():
-            rank_zero_warn(f"{path} exists already (from another run in this directory): not overwritten")
-        else:
-            path.write_text(json.dumps(record))
-
     def setup(self, stage: str | None = None) -> None:
         self._prepare_splits()
         if stage in (None, "fit"):
-            self._report_noise()
+            record = {"requested_noise": self.noise, "noise_seed": self.noise_seed, "split_seed": self.split_seed}
+            report_label_noise(self.trainer, "CIFAR-100", self.clean_train_labels, self.train_dataset.labels, record)
         if stage in (None, "predict") and self.predict_dir is not None:
             transform = T.Compose([T.Resize(32), T.CenterCrop(32), T.ToTensor(), T.Normalize(MEAN, STD)])
             self.predict_dataset = ImageFileDataset(list_images(self.predict_dir), None, transform)
