@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import pickle
 from pathlib import Path
@@ -83,3 +84,32 @@ def write_fake_plantnet(root: Path) -> Path:
     (root / "plantnet300K_species_id_2_name.json").write_text(json.dumps(names))
     (root / "plantnet300K_metadata.json").write_text(json.dumps(metadata))
     return root
+
+
+def write_idx(path: Path, array: np.ndarray, compress: bool) -> Path:
+    """Write a uint8 array in the idx format of (Fashion-)MNIST: magic 0x0000 08 <ndim>, big-endian sizes, data."""
+    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(int(size).to_bytes(4, "big") for size in array.shape)
+    content = header + np.ascontiguousarray(array, dtype=np.uint8).tobytes()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if compress:
+        path = path.with_name(path.name + ".gz")
+        with gzip.open(path, "wb") as handle:
+            handle.write(content)
+    else:
+        path.write_bytes(content)
+    return path
+
+
+def write_fake_fashion_mnist(
+    folder: Path, train_per_class: int = 60, test_per_class: int = 5, compress: bool = True, seed: int = 0
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """The four Fashion-MNIST idx files with random 28x28 images, class-sorted labels shuffled; returns the arrays."""
+    generator = np.random.default_rng(seed)
+    arrays = {}
+    for split, per_class, prefix in (("train", train_per_class, "train"), ("test", test_per_class, "t10k")):
+        labels = generator.permutation(np.repeat(np.arange(10), per_class)).astype(np.uint8)
+        images = generator.integers(0, 256, size=(len(labels), 28, 28), dtype=np.uint8)
+        write_idx(folder / f"{prefix}-images-idx3-ubyte", images, compress)
+        write_idx(folder / f"{prefix}-labels-idx1-ubyte", labels, compress)
+        arrays[split] = (images, labels)
+    return arrays
