@@ -1,0 +1,107 @@
+"""SmallVGG: a VGG-style convolutional network for 28x28 and 32x32 images that trains fast on a CPU."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from timm.models import register_model
+from torch import Tensor, nn
+
+__all__ = ["SmallVGG", "small_vgg"]
+
+
+def _conv_bn_relu(in_channels: int, out_channels: int) -> list[nn.Module]:
+    return [
+        nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False),
+        nn.BatchNorm2d(out_channels),
+        nn.ReLU(inplace=True),
+    ]
+
+
+class SmallVGG(nn.Module):
+    """Three stages of a 3x3 convolution, batch norm, ReLU and 2x2 max-pooling, then one hidden layer.
+
+    The stages have `width`, 2·`width` and 4·`width` channels; the last feature map is flattened (3x3
+    for 28x28 inputs, 4x4 for 32x32) into a fully connected layer of `hidden` units with batch norm
+    and ReLU, whose output are the pooled features (``num_features = hidden``). Most parameters sit
+    in that layer: the network is cheap to run yet can fit (memorise) noisy training labels within a
+    few dozen epochs, the regime in which the paper's CIFAR-100 runs end. It follows timm's model
+    interface (``num_classes=0`` returns the features; ``forward_features``, ``forward_head``,
+    ``reset_classifier``).
+
+    Args:
+        num_classes: classifier outputs; 0 for none (pooled features).
+        in_chans: input channels.
+        width: channels of the first stage.
+        hidden: width of the hidden fully connected layer (the feature width).
+        drop_rate: dropout before the classifier.
+        image_size: side of the square inputs (28, 32, ...): the flattened map is (image_size // 8)² wide.
+
+    Example:
+        >>> import timm, torch
+        >>> model = timm.create_model("small_vgg", num_classes=0)
+        >>> tuple(model(torch.zeros(2, 3, 28, 28)).shape), model.num_features
+        ((2, 512), 512)
+    """
+
+    def __init__(
+        self,
+        num_classes: int = 1000,
+        in_chans: int = 3,
+        width: int = 16,
+        hidden: int = 512,
+        drop_rate: float = 0.0,
+        image_size: int = 28,
+    ) -> None:
+        super().__init__()
+        self.num_classes = num_classes
+        self.num_features = self.head_hidden_size = hidden
+        self.drop_rate = drop_rate
+        side = image_size // 8
+        self.features = nn.Sequential(
+            *_conv_bn_relu(in_chans, width),
+            nn.MaxPool2d(2),
+            *_conv_bn_relu(width, 2 * width),
+            nn.MaxPool2d(2),
+            *_conv_bn_relu(2 * width, 4 * width),
+            nn.MaxPool2d(2),
+        )
+        self.pre_logits = nn.Sequential(
+            nn.Flatten(),
+            nn.Linear(4 * width * side * side, hidden, bias=False),
+            nn.BatchNorm1d(hidden),
+            nn.ReLU(inplace=True),
+        )
+        self.head = nn.Linear(hidden, num_classes) if num_classes > 0 else nn.Identity()
+        self.pretrained_cfg = {"classifier": "head", "input_size": (in_chans, image_size, image_size)}
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        return self.features(x)
+
+    def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
+        x = nn.functional.dropout(self.pre_logits(x), self.drop_rate, self.training)
+        return x if pre_logits else self.head(x)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.forward_head(self.forward_features(x))
+
+    def get_classifier(self) -> nn.Module:
+        return self.head
+
+    def reset_classifier(self, num_classes: int, global_pool: Any = None) -> None:
+        self.num_classes = num_classes
+        self.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+
+
+# Arguments timm's create_model hands to every entry point; SmallVGG has no pretrained weights to place.
+_TIMM_LOADING_ARGUMENTS = ("pretrained_cfg", "pretrained_cfg_overlay", "cache_dir")
+
+
+@register_model
+def small_vgg(pretrained: bool = False, **kwargs: Any) -> SmallVGG:
+    """SmallVGG with 16/32/64 channels and 512 hidden units (0.32 M parameters at 28x28, the classifier excluded)."""
+    if pretrained:
+        raise ValueError("small_vgg has no pretrained weights: pass `pretrained: false` (train it from scratch)")
+    for name in _TIMM_LOADING_ARGUMENTS:
+        kwargs.pop(name, None)
+    return SmallVGG(**kwargs)
