@@ -96,9 +96,12 @@ class AverageKLoss(nn.Module):
     ) -> dict[str, Tensor]:
         """Return ``{"loss": total, ...named terms}`` for a batch (every term is logged as ``train/<name>``)."""
 
-    # Optional hooks, used by losses with per-sample state (ROLE); no-ops by default.
+    # Optional hooks, used by losses with per-sample state (ROLE) or a schedule (two_head); no-ops by default.
     def setup_samples(self, num_samples: int) -> None:
         """Called before training with the number of training samples."""
+
+    def on_train_epoch_start(self, epoch: int) -> None:
+        """Called at the start of every training epoch with its 0-based index (for schedules such as a warm-up)."""
 
     def synchronize(self, reduce_sum: Callable[[Tensor], Tensor]) -> None:
         """Merge per-process state (called on every process at the end of each training epoch)."""
@@ -146,27 +149,51 @@ class SoftmaxLoss(AverageKLoss):
 class TwoHeadLoss(AverageKLoss):
     r"""Two-head loss :math:`\mathrm{CE}(a, y) + \mu \cdot \mathrm{BCE}(m, \tilde y)`, sets from the multi-label head.
 
-    BCE is averaged over classes and samples; :math:`\tilde y` are the (gradient-free) pseudo-labels.
+    :math:`\tilde y` are the (gradient-free) pseudo-labels. The paper's abstract leaves open how the
+    BCE over the C classes is reduced and whether training starts with cross-entropy alone; both are
+    options, with the defaults measured in ``benchmarks/results/`` (see the README, "Does it
+    reproduce?").
 
     Args:
         mu: weight of the multi-label term (``--model.mu``).
+        bce_reduction: ``"mean"`` (default): BCE averaged over classes and samples; ``"sum"``: summed
+            over classes, averaged over samples (a C times larger multi-label gradient per logit).
+        warmup_epochs: epochs of cross-entropy alone before the multi-label term starts (it is still
+            computed and logged, with weight 0; the pseudo-label statistics are gathered meanwhile).
 
     Example:
         >>> labels = torch.tensor([[1.0, 0.0, 0.0, 1.0], [0.0, 0.0, 0.0, 1.0]])
         >>> terms = TwoHeadLoss(mu=1.0)(torch.zeros(2, 4), torch.zeros(2, 4), torch.tensor([0, 3]), labels)
         >>> round(float(terms["loss"]), 4)  # log(4) + log(2)
         2.0794
+        >>> terms = TwoHeadLoss(bce_reduction="sum")(torch.zeros(2, 4), torch.zeros(2, 4), torch.tensor([0, 3]), labels)
+        >>> round(float(terms["loss"]), 4)  # log(4) + 4 log(2)
+        4.1589
     """
 
     name = "two_head"
     trained_heads = ("multilabel", "softmax")
     uses_pseudo_labels = True
 
-    def __init__(self, mu: float = 1.0) -> None:
+    def __init__(self, mu: float = 1.0, bce_reduction: Literal["mean", "sum"] = "mean", warmup_epochs: int = 0) -> None:
         super().__init__()
         if mu < 0:
             raise InvalidInputError(f"Expected argument `mu` to be >= 0, but got {mu!r}")
+        if bce_reduction not in ("mean", "sum"):
+            raise InvalidInputError(
+                f"Expected argument `bce_reduction` to be 'mean' or 'sum', but got {bce_reduction!r}"
+            )
+        if isinstance(warmup_epochs, bool) or not isinstance(warmup_epochs, int) or warmup_epochs < 0:
+            raise InvalidInputError(
+                f"Expected argument `warmup_epochs` to be an integer >= 0, but got {warmup_epochs!r}"
+            )
         self.mu = mu
+        self.bce_reduction = bce_reduction
+        self.warmup_epochs = warmup_epochs
+        self._epoch = 0
+
+    def on_train_epoch_start(self, epoch: int) -> None:
+        self._epoch = epoch
 
     def forward(self, softmax_logits, multilabel_logits, target, pseudo_labels=None, sample_indices=None):
         if pseudo_labels is None:
@@ -175,8 +202,11 @@ class TwoHeadLoss(AverageKLoss):
         binary_cross_entropy = F.binary_cross_entropy_with_logits(
             multilabel_logits, pseudo_labels.to(multilabel_logits.dtype)
         )
+        if self.bce_reduction == "sum":
+            binary_cross_entropy = binary_cross_entropy * multilabel_logits.shape[1]
+        weight = 0.0 if self._epoch < self.warmup_epochs else self.mu
         return {
-            "loss": cross_entropy + self.mu * binary_cross_entropy,
+            "loss": cross_entropy + weight * binary_cross_entropy,
             "cross_entropy": cross_entropy,
             "binary_cross_entropy": binary_cross_entropy,
         }

@@ -323,6 +323,9 @@ class TwoHeadModule(LightningModule):
         # Validation inside fit (and the checkpoint saved after it) comes before on_train_epoch_end.
         self._synchronize_loss()
 
+    def on_train_epoch_start(self) -> None:
+        self.loss.on_train_epoch_start(self.current_epoch)
+
     def on_fit_start(self) -> None:
         from avgk_lightning.callbacks import PseudoLabelThreshold
 
@@ -361,6 +364,11 @@ class TwoHeadModule(LightningModule):
             self._stop_on_non_finite_loss(terms["loss"], batch_idx)
         batch_size = target.shape[0]
         self.log("train/loss", terms["loss"], prog_bar=True, on_step=True, on_epoch=True, batch_size=batch_size)
+        # Top-1 accuracy on the training labels as given (noisy where the data add noise): how far the
+        # network fits them. One all-reduce at the epoch end.
+        fitted_logits = softmax_logits if "softmax" in self.loss.trained_heads else multilabel_logits
+        accuracy = (fitted_logits.detach().argmax(dim=1) == target).float().mean()
+        self.log("train/top1_acc", accuracy, on_step=False, on_epoch=True, batch_size=batch_size, sync_dist=True)
         for name, value in terms.items():
             if name != "loss":
                 self.log(f"train/{name}", value, on_step=False, on_epoch=True, batch_size=batch_size)

@@ -2,10 +2,12 @@ import pytest
 import timm
 import torch
 import torch.nn.functional as F
+from lightning.pytorch import Callback
 
-from avgk_lightning import TwoHeadModule
+from avgk_lightning import PseudoLabelThreshold, TwoHeadModule
 from avgk_lightning.functional import batch_pseudo_label_threshold, pseudo_labels
 from avgk_lightning.losses import SoftmaxLoss, TwoHeadLoss, build_loss
+from tests.helpers import TinyCNNModule, cpu_trainer
 
 
 def test_forward_returns_both_heads_sized_from_the_backbone():
@@ -85,6 +87,45 @@ def test_two_head_loss_by_hand_on_a_2x4_example():
     assert SoftmaxLoss()(softmax_logits, multilabel_logits, target)["loss"].item() == pytest.approx(ce.item())
 
 
+def test_summed_bce_is_the_class_count_times_the_averaged_one_by_hand():
+    softmax_logits = torch.tensor([[2.0, 0.0, 0.0, 0.0], [0.0, 0.0, 0.0, 0.0]])
+    multilabel_logits = torch.tensor([[0.0, 0.0, 0.0, 0.0], [1.0, -1.0, 0.0, 0.0]])
+    target, labels = torch.tensor([0, 3]), torch.tensor([[1.0, 1.0, 0.0, 0.0], [0.0, 0.0, 0.0, 1.0]])
+    log2 = torch.log(torch.tensor(2.0))
+    # Per sample, summed over the 4 classes: 4 log 2, and softplus(1) + softplus(-1) + 2 log 2; mean over samples.
+    summed = (4 * log2 + F.softplus(torch.tensor(1.0)) + F.softplus(torch.tensor(-1.0)) + 2 * log2) / 2
+    terms = TwoHeadLoss(mu=0.5, bce_reduction="sum")(softmax_logits, multilabel_logits, target, labels)
+    assert terms["binary_cross_entropy"].item() == pytest.approx(summed.item(), rel=1e-6)
+    assert terms["loss"].item() == pytest.approx((terms["cross_entropy"] + 0.5 * summed).item(), rel=1e-6)
+
+
+def test_warmup_epochs_train_cross_entropy_alone_then_add_the_multilabel_term():
+    loss = TwoHeadLoss(mu=2.0, warmup_epochs=2)
+    multilabel_logits = torch.randn(3, 5, requires_grad=True)
+    softmax_logits, target = torch.randn(3, 5), torch.tensor([0, 1, 4])
+    labels = F.one_hot(target, 5).float()
+    for epoch, weight in ((0, 0.0), (1, 0.0), (2, 2.0)):
+        loss.on_train_epoch_start(epoch)
+        terms = loss(softmax_logits, multilabel_logits, target, labels)
+        expected = terms["cross_entropy"] + weight * terms["binary_cross_entropy"]
+        assert terms["loss"].item() == pytest.approx(expected.item(), rel=1e-6)
+    loss.on_train_epoch_start(0)
+    loss(softmax_logits, multilabel_logits, target, labels)["loss"].backward()
+    assert torch.equal(multilabel_logits.grad, torch.zeros(3, 5))  # a zero gradient, not none (DDP needs one)
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"bce_reduction": "max"}, "`bce_reduction` to be 'mean' or 'sum', but got 'max'"),
+        ({"warmup_epochs": -1}, "`warmup_epochs` to be an integer >= 0, but got -1"),
+    ],
+)
+def test_bad_two_head_options_are_named(options, message):
+    with pytest.raises(ValueError, match=message):
+        TwoHeadModule(num_classes=4, k=2, loss_options=options)
+
+
 def test_pseudo_labels_carry_no_gradient_and_bce_reaches_the_softmax_head_only_through_the_backbone():
     torch.manual_seed(0)
     model = TwoHeadModule(num_classes=6, backbone="resnet18", k=2)
@@ -137,3 +178,48 @@ def test_pretrained_without_network_says_how_to_pass_a_file(monkeypatch):
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)  # no network, without the wait
     with pytest.raises(ValueError, match="Cannot download the pretrained weights of 'resnet18'.*weights_path PATH"):
         TwoHeadModule(num_classes=5, backbone="resnet18", pretrained=True, k=2)
+
+
+class _HeadSnapshot(Callback):
+    """Copies of the multi-label head's weights at the start of every training epoch, and at the end."""
+
+    def __init__(self) -> None:
+        self.weights = []
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        self.weights.append(pl_module.multilabel_head.weight.detach().clone())
+
+    def on_train_end(self, trainer, pl_module):
+        self.weights.append(pl_module.multilabel_head.weight.detach().clone())
+
+
+def test_warmup_leaves_the_multilabel_head_untouched_until_pseudo_labels_start():
+    from avgk_lightning.data import SyntheticAmbiguityDataModule
+
+    model = TinyCNNModule(
+        num_classes=40,
+        k=2,
+        loss_options={"warmup_epochs": 1},
+        optimizer=lambda params: torch.optim.SGD(params, lr=0.1),
+    )
+    snapshot = _HeadSnapshot()
+    trainer = cpu_trainer(max_epochs=2, callbacks=[PseudoLabelThreshold(), snapshot], limit_val_batches=1)
+    trainer.fit(model, SyntheticAmbiguityDataModule(train_size=256, val_size=64, test_size=64, batch_size=64))
+    start, after_warmup, end = snapshot.weights
+    assert torch.equal(start, after_warmup) and not torch.equal(after_warmup, end)
+
+
+@pytest.mark.parametrize("method, head", [("two_head", "softmax"), ("an", "multilabel")])
+def test_train_top1_accuracy_is_the_accuracy_on_the_training_labels(method, head):
+    from avgk_lightning.data import SyntheticAmbiguityDataModule
+
+    torch.manual_seed(0)
+    model = TinyCNNModule(num_classes=40, k=2, method=method, optimizer=lambda params: torch.optim.SGD(params, lr=0.0))
+    data = SyntheticAmbiguityDataModule(train_size=300, val_size=64, test_size=64, batch_size=64)
+    trainer = cpu_trainer(max_epochs=1, callbacks=[PseudoLabelThreshold()], limit_val_batches=1)
+    trainer.fit(model, data)
+    images, targets, _ = data.train_dataset.tensors
+    with torch.no_grad():  # the frozen model (lr 0, no batch norm) scores every training image the same way
+        logits = dict(zip(("softmax", "multilabel"), model(images)))[head]
+    expected = (logits.argmax(dim=1) == targets).float().mean().item()
+    assert trainer.callback_metrics["train/top1_acc"].item() == pytest.approx(expected, abs=1e-6)
