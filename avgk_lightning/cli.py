@@ -10,12 +10,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
-from avgk_lightning.callbacks import PseudoLabelThreshold
+from avgk_lightning.callbacks import BestAndLastCheckpoint, PseudoLabelThreshold
 from avgk_lightning.data.base import AverageKDataModule
 from avgk_lightning.errors import InvalidInputError, MissingFileError, find_input_error
 from avgk_lightning.metrics import format_k
@@ -141,8 +140,9 @@ class AverageKCLI(LightningCLI):
     """LightningCLI with the pseudo-label callback and the checkpoint callback always configured.
 
     * ``--pseudo_labels.scope`` configures :class:`~avgk_lightning.PseudoLabelThreshold`;
-    * ``--checkpoint.*`` configures ``ModelCheckpoint`` (default: keep ``best.ckpt``, the epoch with the
-      best ``val/avgk_acc@K`` for the model's `k`, and ``last.ckpt``);
+    * ``--checkpoint.*`` configures :class:`~avgk_lightning.callbacks.BestAndLastCheckpoint`, a
+      ``ModelCheckpoint`` (default: keep ``best.ckpt``, the epoch with the best ``val/avgk_acc@K`` for the
+      model's `k`, and ``last.ckpt``, the latest epoch);
     * ``--predictions.output`` / ``--predictions.overwrite`` configure the
       :class:`~avgk_lightning.prediction.SetPredictionWriter` of ``predict`` (default
       ``<run dir>/predictions.jsonl``);
@@ -159,7 +159,7 @@ class AverageKCLI(LightningCLI):
 
     def add_arguments_to_parser(self, parser: Any) -> None:
         parser.add_lightning_class_args(PseudoLabelThreshold, "pseudo_labels")
-        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.add_lightning_class_args(BestAndLastCheckpoint, "checkpoint")
         parser.add_lightning_class_args(SetPredictionWriter, "predictions")
         parser.add_lightning_class_args(TestPlots, "plots")
         parser.set_defaults({"checkpoint.filename": "best", "checkpoint.mode": "max", "checkpoint.save_last": True})
@@ -265,11 +265,13 @@ def _user_message(error: InvalidInputError) -> str:
     return message
 
 
-def run_cli(args: list[str] | None = None) -> AverageKCLI:
+def run_cli(args: list[str] | None = None, run: bool = True) -> AverageKCLI:
     """Run ``train.py``'s command line: any TwoHeadModule and AverageKDataModule subclass by class path.
 
     `args` replaces ``sys.argv[1:]`` (e.g. from a notebook or a test):
-    ``run_cli(["fit", "--config", "configs/synthetic_two_head.yaml"])``. A mistake in what the user
+    ``run_cli(["fit", "--config", "configs/synthetic_two_head.yaml"])``. With ``run=False`` the
+    arguments hold no subcommand and the CLI only builds ``cli.trainer``, ``cli.model`` and
+    ``cli.datamodule`` for the caller to run (as ``benchmarks/compare.py`` does). A mistake in what the user
     wrote (an :class:`~avgk_lightning.errors.InvalidInputError`, however deeply wrapped) ends the
     run with its message alone on standard error and exit status 2, not a traceback.
     """
@@ -283,6 +285,7 @@ def run_cli(args: list[str] | None = None) -> AverageKCLI:
             save_config_callback=VersionedSaveConfigCallback,
             save_config_kwargs={"overwrite": False},
             args=args,
+            run=run,
         )
     except Exception as error:
         cause = find_input_error(error)
