@@ -1,251 +1,649 @@
-"""Compare training methods on one data configuration over several seeds, and write Markdown tables.
+"""Compare training methods over seeds and data settings, and write Markdown tables (plus the raw results as JSON).
 
 Usage:
-    python benchmarks/compare.py [--config configs/synthetic_two_head.yaml] [--methods all]
-        [--seeds 3] [--max-epochs 3] [--set KEY=VALUE ...] [--sweep KEY=V1,V2,...] [--out FILE.md]
+    python benchmarks/compare.py [--config CONFIG] [--methods all] [--per-k K1,K2,...] [--seeds 3]
+        [--max-epochs 3] [--set KEY=VALUE ...] [--sweep KEY=V1,V2,...] [--setting "KEY=VALUE ..." ...]
+        [--variant "LABEL=METHOD KEY=VALUE ..." ...] [--checkpoints best,last] [--jobs 1] [--out FILE.md]
 
-Each (method, seed) runs ``train.py fit`` in this process with ``--model.init_args.method METHOD``,
-``--seed_everything SEED`` (seeds 0..S-1: model initialisation and batch order; the data stay those of
-the config), ``--trainer.max_epochs`` and the module's default learning-rate schedule (divided by 10
-at 50% and 75% of the epochs), then tests the best validation checkpoint with the λ_K calibrated on
-validation. `--set` passes any other command-line override (``--set data.init_args.ambiguity=0.8``).
+Each training run is ``train.py fit`` with ``--model.init_args.method METHOD``, ``--seed_everything SEED``
+(seeds 0..S-1: model initialisation and batch order; with ``--seed-args KEY,...`` those data
+arguments, e.g. the split and noise seeds, take the seed's value too, so each seed draws its own data),
+``--trainer.max_epochs``, the config's optimizer and the module's default learning-rate schedule
+(divided by 10 at 50% and 75% of the epochs); `--set` passes any other command-line override to every
+run (``--set data.init_args.noise=0.4``). Each run is then tested
+from the checkpoints named by ``--checkpoints``: ``best`` (the epoch with the best validation average-K
+accuracy at the model's K, the reference protocol) and/or ``last`` (the final epoch), each with the λ_K
+calibrated on validation at that epoch.
 
-The Markdown file holds, per K: test average-K accuracy, macro average-K accuracy, top-K accuracy and
-mean set size as mean ± std over seeds, one row per method (plus the softmax head of two_head models
-and the Bayes oracle where the data module knows the posteriors), then the paired difference
-two_head - softmax for each seed with its sign. With `--sweep KEY=V1,V2,...` the whole comparison is
-repeated for each value of KEY and a summary table gives, per value, each method's average-K
-accuracy at the config's K and the paired difference. The command line and the wall time are written
-at the top of the file.
+Which models are compared:
+
+* ``--per-k K1,K2,...`` (the paper's comparison): a method whose training depends on K (the two-head
+  pseudo-labels, the expected positives of EPR and ROLE) trains **one model per K** with
+  ``--model.init_args.k K`` and is evaluated at that K only; a method that does not depend on K
+  (softmax, AN, AN-LS, WAN, EM) trains one model, evaluated at every K. Tables say which rows are which.
+* without ``--per-k``: every method trains one model at the config's `k`, evaluated at every K of its
+  ``eval_ks`` (rows say "one model, k=..., at every K").
+
+Data settings: ``--sweep KEY=V1,V2,...`` makes one setting per value; each ``--setting "KEY=VALUE
+KEY=VALUE ..."`` adds one setting of several overrides (e.g. a long-tailed one). ``--variant "LABEL=METHOD
+KEY=VALUE ..."`` adds a row trained with METHOD plus the given overrides (ablations, e.g.
+``--variant 'bce sum=two_head model.init_args.loss_options={"bce_reduction":"sum"}'``).
+
+The Markdown file holds, per setting and checkpoint: test average-K accuracy, macro (mean per class)
+average-K accuracy and, where the data have few-sample classes, their average-K accuracy, as mean ±
+std over seeds; the paired difference to softmax (same seed, same data) per seed with its mean and its
+wins / ties / losses (a tie: |difference| < 0.0005), and of each variant to the plain two_head; the
+epochs the checkpoints come from and the training top-1 accuracy on the (noisy) training labels at
+those epochs, which tells whether the network fits its training labels (the memorisation regime).
+A summary table gives the paired differences of every setting. ``--jobs N`` runs N trainings at a
+time, each on ``cores / N`` threads. The command line and the wall time are written at the top.
 """
 
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
+import inspect
+import json
 import logging
 import math
+import multiprocessing
 import os
 import shlex
 import sys
 import tempfile
 import time
+import warnings
 from collections.abc import Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+import torch
+from lightning.pytorch import Callback
+
 from avgk_lightning.cli import run_cli
-from avgk_lightning.losses import LOSSES
+from avgk_lightning.losses import LOSSES, _resolve_loss_class
 from avgk_lightning.metrics import format_k
 
 ALL_METHODS = ("two_head", "softmax", "an", "an_ls", "wan", "epr", "role", "em")
+TIE = 0.0005
 METRICS = (
     ("avgk_acc", "Test average-K accuracy"),
     ("avgk_acc_macro", "Test macro (mean per class) average-K accuracy"),
-    ("topk_acc", "Test top-K accuracy (sets of exactly K)"),
+    ("avgk_acc_few", "Test average-K accuracy on the few-sample classes"),
     ("set_size", "Test mean set size"),
+)
+PAIRED_METRICS = (
+    ("avgk_acc", "average-K accuracy"),
+    ("avgk_acc_macro", "macro average-K accuracy"),
+    ("avgk_acc_few", "few-class average-K accuracy"),
 )
 
 
-def train_and_test(config: str, method: str, seed: int, max_epochs: int, overrides: Sequence[str], root: str):
-    """Fit one method with one seed, test its best checkpoint; the logged test metrics and the model's K."""
+@dataclass(frozen=True)
+class Row:
+    """One trained configuration: a method plus overrides, trained once or once per K."""
+
+    label: str
+    method: str
+    overrides: tuple[str, ...] = ()
+    per_k: bool = False
+
+
+@dataclass(frozen=True)
+class Job:
+    """One training run: a row, in a setting, with a seed (and the K it trains for, if per K)."""
+
+    setting: str
+    row: Row
+    seed: int
+    k: float | None = None
+    overrides: tuple[str, ...] = ()
+
+
+def depends_on_k(method: str) -> bool:
+    """Whether a method's training depends on K (its pseudo-labels or expected positives).
+
+    Example:
+        >>> depends_on_k("two_head"), depends_on_k("softmax"), depends_on_k("epr")
+        (True, False, True)
+    """
+    loss_class = _resolve_loss_class(method)
+    return bool(loss_class.uses_pseudo_labels) or "k" in inspect.signature(loss_class.__init__).parameters
+
+
+class _EpochRecorder(Callback):
+    """Keeps the epoch value of ``train/top1_acc`` of every training epoch."""
+
+    def __init__(self) -> None:
+        self.train_top1_acc: list[float] = []
+
+    def on_train_epoch_start(self, trainer: Any, pl_module: Any) -> None:
+        # The epoch metrics of the previous epoch are computed after every on_train_epoch_end hook.
+        if trainer.current_epoch > 0 and len(self.train_top1_acc) < trainer.current_epoch:
+            self.train_top1_acc.append(float(trainer.callback_metrics.get("train/top1_acc", float("nan"))))
+
+    def on_train_end(self, trainer: Any, pl_module: Any) -> None:
+        self.train_top1_acc.append(float(trainer.callback_metrics.get("train/top1_acc", float("nan"))))
+
+
+def run_job(
+    config: str, job: Job, max_epochs: int, checkpoints: Sequence[str], root: str, eval_ks: Sequence[float] | None
+) -> dict[str, Any]:
+    """Fit one job in its own folder `root`, test it from each checkpoint.
+
+    Returns its test metrics per checkpoint, the checkpoints' epochs and the training accuracy per epoch.
+    """
+    started = time.perf_counter()
     args = [
-        "fit",
         f"--config={config}",
-        f"--model.init_args.method={method}",
-        f"--seed_everything={seed}",
+        f"--model.init_args.method={job.row.method}",
+        f"--seed_everything={job.seed}",
         f"--trainer.max_epochs={max_epochs}",
         "--model.init_args.lr_scheduler=null",
         "--trainer.logger=false",
         "--trainer.enable_progress_bar=false",
         "--trainer.enable_model_summary=false",
         f"--trainer.default_root_dir={root}",
-        *(f"--{override}" for override in overrides),
+        *(f"--{override}" for override in (*job.overrides, *job.row.overrides)),
+        *([f"--model.init_args.k={job.k}"] if job.k is not None else []),
+        *([f"--model.init_args.eval_ks=[{','.join(map(str, eval_ks))}]"] if eval_ks is not None else []),
     ]
     argv, sys.argv = sys.argv, sys.argv[:1]  # the CLI reads `args`, not this script's own arguments
     try:
-        cli = run_cli(args)
+        cli = run_cli(args, run=False)
     finally:
         sys.argv = argv
-    (results,) = cli.trainer.test(cli.model, datamodule=cli.datamodule, ckpt_path="best", verbose=False)
-    return {name: float(value) for name, value in results.items()}, cli.model
+    recorder = _EpochRecorder()
+    cli.trainer.callbacks.append(recorder)
+    cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+    checkpoint = cli.trainer.checkpoint_callback
+    paths = {"best": checkpoint.best_model_path, "last": checkpoint.last_model_path}
+    results, epochs = {}, {}
+    for name in checkpoints:
+        (metrics,) = cli.trainer.test(cli.model, datamodule=cli.datamodule, ckpt_path=paths[name], verbose=False)
+        results[name] = {key: float(value) for key, value in metrics.items()}
+        epochs[name] = int(torch.load(paths[name], map_location="cpu", weights_only=True)["epoch"])
+    return {
+        "setting": job.setting,
+        "label": job.row.label,
+        "method": job.row.method,
+        "seed": job.seed,
+        "k": cli.model.k,
+        "per_k": job.row.per_k,
+        "eval_ks": list(cli.model.eval_ks),
+        "results": results,
+        "epochs": epochs,
+        "train_top1_acc": recorder.train_top1_acc,
+        "seconds": time.perf_counter() - started,
+    }
 
 
-def _rows(runs: dict[str, list[dict[str, float]]]) -> dict[str, tuple[str, list[dict[str, float]]]]:
-    """Table rows: label -> (metric prefix, runs); the two-head's softmax head and the oracle get their own."""
-    rows = {}
-    for method, results in runs.items():
-        rows[method] = ("test/", results)
-        if method == "two_head":
-            rows["two_head (its softmax head)"] = ("test/softmax/", results)
-    for results in runs.values():
-        if any(name.startswith("test/oracle/") for name in results[0]):
-            rows["Bayes oracle"] = ("test/oracle/", results)
-            break
-    return rows
+def _run_job_in_worker(threads: int, *args: Any) -> dict[str, Any]:
+    torch.set_num_threads(threads)
+    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore")
+    return run_job(*args)
 
 
-def _mean_std(values: list[float]) -> str:
-    mean = sum(values) / len(values)
+# ---------------------------------------------------------------------------------------------------- tables
+
+
+def _mean(values: Sequence[float]) -> float:
+    return sum(values) / len(values)
+
+
+def _mean_std(values: Sequence[float]) -> str:
     if len(values) == 1:
-        return f"{mean:.4f}"
+        return f"{values[0]:.4f}"
+    mean = _mean(values)
     std = math.sqrt(sum((value - mean) ** 2 for value in values) / (len(values) - 1))
     return f"{mean:.4f} ± {std:.4f}"
 
 
-def comparison_tables(runs: dict[str, list[dict[str, float]]], ks: Sequence[float]) -> str:
-    """Markdown tables of mean ± std over seeds per method and K, then the paired two_head - softmax."""
+def _signs(differences: Sequence[float]) -> str:
+    wins = sum(d >= TIE for d in differences)
+    losses = sum(d <= -TIE for d in differences)
+    return f"{wins} / {len(differences) - wins - losses} / {losses}"
+
+
+def _runs(records: Sequence[dict], setting: str, label: str, k: float) -> list[dict]:
+    """The runs of `label` in `setting` that are evaluated at `k`, ordered by seed."""
+    runs = [
+        record
+        for record in records
+        if record["setting"] == setting
+        and record["label"] == label
+        and (record["k"] == k if record["per_k"] else k in record["eval_ks"])
+    ]
+    return sorted(runs, key=lambda record: record["seed"])
+
+
+def _value(record: dict, checkpoint: str, prefix: str, metric: str, k: float) -> float | None:
+    return record["results"][checkpoint].get(f"{prefix}{metric}@{format_k(k)}")
+
+
+def _row_title(record: dict, head: str) -> str:
+    scope = (
+        "one model per K"
+        if record["per_k"]
+        else (
+            "one model, at every K"
+            if not depends_on_k(record["method"])
+            else f"one model, k={format_k(record['k'])}, at every K"
+        )
+    )
+    if head == "set":
+        return f"{record['label']} ({scope})"
+    return f"{record['label']}, its softmax head ({scope})"
+
+
+def _heads(record: dict) -> list[tuple[str, str]]:
+    """(head key, metric prefix) of the rows of a run: the set head, and the softmax head of a two-head model."""
+    heads = [("set", "test/")]
+    if any(name.startswith("test/softmax/") for name in next(iter(record["results"].values()))):
+        heads.append(("softmax", "test/softmax/"))
+    return heads
+
+
+def _metric_rows(records: Sequence[dict], setting: str, labels: Sequence[str], checkpoint: str):
+    """(title, {k: [values per seed]}) for every row of the setting; the Bayes oracle last where known."""
+    rows = []
+    for label in labels:
+        first = next((r for r in records if r["setting"] == setting and r["label"] == label), None)
+        if first is None:
+            continue
+        for head, prefix in _heads(first):
+            rows.append((_row_title(first, head), label, prefix))
+    if any(name.startswith("test/oracle/") for r in records for name in r["results"][checkpoint]):
+        rows.append(("Bayes oracle", labels[0], "test/oracle/"))
+    return rows
+
+
+def setting_tables(
+    records: Sequence[dict], setting: str, labels: Sequence[str], ks: Sequence[float], checkpoint: str
+) -> str:
+    """The tables of one setting and one checkpoint (see the module docstring)."""
     lines = []
-    rows = _rows(runs)
-    header = "| method | " + " | ".join(f"K={format_k(k)}" for k in ks) + " |"
+    header = "| model | " + " | ".join(f"K={format_k(k)}" for k in ks) + " |"
     rule = "|---" * (len(ks) + 1) + "|"
+    rows = _metric_rows(records, setting, labels, checkpoint)
     for metric, title in METRICS:
-        lines += ["", f"**{title}** (mean ± std over seeds)", "", header, rule]
-        for label, (prefix, results) in rows.items():
+        body = []
+        for row_title, label, prefix in rows:
             cells = []
             for k in ks:
-                values = [
-                    result[f"{prefix}{metric}@{format_k(k)}"]
-                    for result in results
-                    if f"{prefix}{metric}@{format_k(k)}" in result
-                ]
-                cells.append(_mean_std(values) if len(values) == len(results) else "-")
+                runs = _runs(records, setting, label, k)
+                values = [_value(run, checkpoint, prefix, metric, k) for run in runs]
+                cells.append(_mean_std(values) if runs and None not in values else "-")
             if any(cell != "-" for cell in cells):
-                lines.append(f"| {label} | " + " | ".join(cells) + " |")
-    if "two_head" in runs and "softmax" in runs:
-        pairs = list(zip(runs["two_head"], runs["softmax"]))
-        lines += [
-            "",
-            (
-                "**Paired difference two_head - softmax** (test average-K accuracy, same seed; "
-                "wins / ties / losses over seeds, a tie being |difference| < 0.0005)"
-            ),
-            "",
-            "| K | " + " | ".join(f"seed {seed}" for seed in range(len(pairs))) + " | mean | wins / ties / losses |",
-            "|---" * (len(pairs) + 3) + "|",
-        ]
-        for k in ks:
-            name = f"test/avgk_acc@{format_k(k)}"
-            differences = [two_head[name] - softmax[name] for two_head, softmax in pairs]
-            wins = sum(d >= 0.0005 for d in differences)
-            losses = sum(d <= -0.0005 for d in differences)
-            lines.append(
-                f"| {format_k(k)} | "
-                + " | ".join(f"{d:+.4f}" for d in differences)
-                + f" | {sum(differences) / len(differences):+.4f} | {wins} / {len(differences) - wins - losses} / {losses} |"
-            )
+                body.append(f"| {row_title} | " + " | ".join(cells) + " |")
+        if body:
+            lines += ["", f"**{title}** (mean ± std over seeds)", "", header, rule, *body]
+    lines += _paired_tables(records, setting, labels, ks, checkpoint)
+    lines += _regime_table(records, setting, labels, checkpoint)
     return "\n".join(lines)
 
 
-def sweep_table(key: str, sweep: dict[str, dict[str, list[dict[str, float]]]], k: float) -> str:
-    """Per sweep value: each method's test average-K accuracy at `k`, and the paired two_head - softmax."""
-    methods = list(next(iter(sweep.values())))
-    name = f"test/avgk_acc@{format_k(k)}"
-    paired = "two_head" in methods and "softmax" in methods
-    columns = [*methods, "Bayes oracle"] + (["two_head - softmax (mean, wins/ties/losses)"] if paired else [])
+def paired_differences(
+    records: Sequence[dict],
+    setting: str,
+    label: str,
+    prefix: str,
+    reference: str,
+    metric: str,
+    k: float,
+    checkpoint: str,
+) -> list[float] | None:
+    """Per seed: `label`'s metric (head `prefix`) minus the `reference` row's set head, same seed; None if unpaired."""
+    runs = {run["seed"]: run for run in _runs(records, setting, label, k)}
+    references = {run["seed"]: run for run in _runs(records, setting, reference, k)}
+    seeds = sorted(set(runs) & set(references))
+    if not seeds:
+        return None
+    differences = []
+    for seed in seeds:
+        value = _value(runs[seed], checkpoint, prefix, metric, k)
+        base = _value(references[seed], checkpoint, "test/", metric, k)
+        if value is None or base is None:
+            return None
+        differences.append(value - base)
+    return differences
+
+
+def _comparisons(records: Sequence[dict], setting: str, labels: Sequence[str]) -> list[tuple[str, str, str, str]]:
+    """(title, label, head prefix, reference label) of every paired comparison of a setting."""
+    comparisons = []
+    if "softmax" in labels:
+        for label in labels:
+            if label == "softmax":
+                continue
+            first = next((r for r in records if r["setting"] == setting and r["label"] == label), None)
+            if first is None:
+                continue
+            for head, prefix in _heads(first):
+                name = label if head == "set" else f"{label}, its softmax head"
+                comparisons.append((f"{name} - softmax", label, prefix, "softmax"))
+    if "two_head" in labels:
+        for label in labels:
+            method = next((r["method"] for r in records if r["label"] == label), None)
+            if label != "two_head" and method == "two_head":
+                comparisons.append((f"{label} - two_head", label, "test/", "two_head"))
+    return comparisons
+
+
+def _paired_tables(records, setting, labels, ks, checkpoint) -> list[str]:
+    lines = []
+    for metric, title in PAIRED_METRICS:
+        body = []
+        for name, label, prefix, reference in _comparisons(records, setting, labels):
+            for k in ks:
+                differences = paired_differences(records, setting, label, prefix, reference, metric, k, checkpoint)
+                if differences is None:
+                    continue
+                seeds = " ".join(f"{d:+.4f}" for d in differences)
+                body.append(f"| {name} | {format_k(k)} | {seeds} | {_mean(differences):+.4f} | {_signs(differences)} |")
+        if body:
+            lines += [
+                "",
+                (
+                    f"**Paired difference of test {title}** (same seed and data; wins / ties / losses over seeds, a tie "
+                    f"being |difference| < {TIE})"
+                ),
+                "",
+                "| comparison | K | per seed | mean | wins / ties / losses |",
+                "|---|---|---|---|---|",
+                *body,
+            ]
+    return lines
+
+
+def _regime_table(records, setting, labels, checkpoint) -> list[str]:
+    body = []
+    for label in labels:
+        runs = sorted(
+            (r for r in records if r["setting"] == setting and r["label"] == label),
+            key=lambda r: (r["k"] if r["per_k"] else 0, r["seed"]),
+        )
+        groups: dict[str, list[dict]] = {}
+        for run in runs:
+            groups.setdefault(f"k={format_k(run['k'])}" if run["per_k"] else "all K", []).append(run)
+        for group, members in groups.items():
+            epochs = [run["epochs"][checkpoint] for run in members]
+            accuracy = [run["train_top1_acc"][epoch] for run, epoch in zip(members, epochs)]
+            last = [run["train_top1_acc"][-1] for run in members]
+            body.append(
+                f"| {label} ({group}) | {', '.join(map(str, epochs))} | {_mean_std(accuracy)} | {_mean_std(last)} |"
+            )
+    if not body:
+        return []
+    return [
+        "",
+        (
+            f"**Regime**: epochs (0-based) of the `{checkpoint}` checkpoints, per seed, and the top-1 accuracy on the "
+            "training labels (noisy where the data are) during that epoch and the last one"
+        ),
+        "",
+        "| model | checkpoint epochs | train top-1 acc at that epoch | train top-1 acc, last epoch |",
+        "|---|---|---|---|",
+        *body,
+    ]
+
+
+def summary_table(
+    records: Sequence[dict],
+    settings: Sequence[str],
+    labels: Sequence[str],
+    ks: Sequence[float],
+    checkpoints: Sequence[str],
+) -> str:
+    """Per setting, K and checkpoint: every paired difference to softmax (mean, wins / ties / losses)."""
     lines = [
         "",
-        f"**Sweep over `{key}`: test average-K accuracy at K={format_k(k)}** (mean ± std over seeds)",
+        (
+            "**Summary: paired differences** (mean over seeds, wins / ties / losses) of test average-K accuracy, "
+            "macro average-K accuracy and average-K accuracy on the few-sample classes"
+        ),
         "",
-        f"| {key} | " + " | ".join(columns) + " |",
-        "|---" * (len(columns) + 1) + "|",
+        "| setting | comparison | K | "
+        + " | ".join(
+            f"{checkpoint}: {title.removesuffix(' average-K accuracy')}"
+            for checkpoint in checkpoints
+            for _, title in PAIRED_METRICS
+        )
+        + " |",
+        "|---" * (3 + len(checkpoints) * len(PAIRED_METRICS)) + "|",
     ]
-    for value, runs in sweep.items():
-        cells = [_mean_std([result[name] for result in runs[method]]) for method in methods]
-        oracle = [result.get(f"test/oracle/avgk_acc@{format_k(k)}") for result in runs[methods[0]]]
-        cells.append("-" if None in oracle else _mean_std(oracle))
-        if paired:
-            differences = [a[name] - b[name] for a, b in zip(runs["two_head"], runs["softmax"])]
-            wins, losses = sum(d >= 0.0005 for d in differences), sum(d <= -0.0005 for d in differences)
-            cells.append(
-                f"{sum(differences) / len(differences):+.4f} ({wins}/{len(differences) - wins - losses}/{losses})"
-            )
-        lines.append(f"| {value} | " + " | ".join(cells) + " |")
+    for setting in settings:
+        for name, label, prefix, reference in _comparisons(records, setting, labels):
+            for k in ks:
+                cells = []
+                for checkpoint in checkpoints:
+                    for metric, _ in PAIRED_METRICS:
+                        differences = paired_differences(
+                            records, setting, label, prefix, reference, metric, k, checkpoint
+                        )
+                        cells.append(
+                            "-" if differences is None else f"{_mean(differences):+.4f} ({_signs(differences)})"
+                        )
+                if any(cell != "-" for cell in cells):
+                    lines.append(f"| {setting or 'config'} | {name} | {format_k(k)} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def report(
+    records: Sequence[dict],
+    settings: Sequence[str],
+    labels: Sequence[str],
+    ks: Sequence[float],
+    checkpoints: Sequence[str],
+) -> str:
+    """The Markdown body: per setting and checkpoint the tables, then the summary when there are several."""
+    parts = []
+    for setting in settings:
+        for checkpoint in checkpoints:
+            title = f"### {setting or 'config'} — `{checkpoint}` checkpoint"
+            parts += ["", title, setting_tables(records, setting, labels, ks, checkpoint)]
+    if len(settings) > 1 or len(checkpoints) > 1:
+        parts.append(summary_table(records, settings, labels, ks, checkpoints))
+    return "\n".join(parts)
+
+
+# ------------------------------------------------------------------------------------------------ arguments
+
+
+def _setting_label(overrides: Sequence[str]) -> str:
+    return " ".join(override.removeprefix("data.init_args.").removeprefix("model.init_args.") for override in overrides)
 
 
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default="configs/synthetic_two_head.yaml")
     parser.add_argument("--methods", default="all", help=f"comma-separated, or 'all' ({','.join(ALL_METHODS)})")
+    parser.add_argument("--per-k", default=None, metavar="K1,K2,...", help="one model per K for K-dependent methods")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--max-epochs", type=int, default=3)
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a CLI override")
-    parser.add_argument("--sweep", default=None, metavar="KEY=V1,V2,...", help="repeat for each value of KEY")
-    parser.add_argument("--out", default=None, help="Markdown file to write (never overwritten)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a CLI override for every run")
+    parser.add_argument("--sweep", default=None, metavar="KEY=V1,V2,...", help="one setting per value of KEY")
+    parser.add_argument("--setting", action="append", default=[], metavar='"KEY=VALUE ..."', help="one more setting")
+    parser.add_argument("--variant", action="append", default=[], metavar='"LABEL=METHOD KEY=VALUE ..."')
+    parser.add_argument(
+        "--seed-args",
+        default="",
+        metavar="KEY,KEY",
+        help="arguments also set to the run's seed, e.g. the data's noise and split seeds (each seed its own data)",
+    )
+    parser.add_argument("--checkpoints", default="best", help="comma-separated: best, last")
+    parser.add_argument("--jobs", type=int, default=1, help="trainings at a time (each on cores/jobs threads)")
+    parser.add_argument("--out", default=None, help="Markdown file to write (never overwritten); raw results in .json")
+    parser.add_argument(
+        "--from-json", default=None, metavar="FILE.json", help="render the tables of saved runs (no training)"
+    )
     args = parser.parse_args(argv)
     args.methods = list(ALL_METHODS) if args.methods == "all" else args.methods.split(",")
     unknown = [method for method in args.methods if method not in LOSSES and "." not in method]
     if unknown:
         parser.error(f"unknown method(s) {', '.join(unknown)} (argument --methods): choose among {sorted(LOSSES)}")
-    if args.seeds < 1 or args.max_epochs < 1:
-        parser.error("--seeds and --max-epochs must be >= 1")
+    if args.seeds < 1 or args.max_epochs < 1 or args.jobs < 1:
+        parser.error("--seeds, --max-epochs and --jobs must be >= 1")
+    try:
+        args.per_k = None if args.per_k is None else [float(value) for value in args.per_k.split(",")]
+    except ValueError:
+        parser.error(f"--per-k must be numbers separated by commas, got {args.per_k!r}")
+    args.seed_args = [key for key in args.seed_args.split(",") if key]
+    args.checkpoints = args.checkpoints.split(",")
+    if not args.checkpoints or any(name not in ("best", "last") for name in args.checkpoints):
+        parser.error(f"--checkpoints must be best, last or best,last, got {','.join(args.checkpoints)!r}")
     if args.sweep is not None and ("=" not in args.sweep or not args.sweep.split("=", 1)[1]):
         parser.error(f"--sweep must look like KEY=V1,V2,..., got {args.sweep!r}")
-    if args.out is not None and Path(args.out).exists():
-        parser.error(f"--out {args.out} exists: pass a new file name (results are never overwritten)")
+    settings = []
+    if args.sweep is not None:
+        key, values = args.sweep.split("=", 1)
+        settings += [(f"{key}={value}",) for value in values.split(",")]
+    for setting in args.setting:
+        overrides = tuple(setting.split())
+        if not overrides or any("=" not in override for override in overrides):
+            parser.error(f'--setting must look like "KEY=VALUE KEY=VALUE ...", got {setting!r}')
+        settings.append(overrides)
+    args.settings = settings or [()]
+    rows = [Row(method, method, (), args.per_k is not None and depends_on_k(method)) for method in args.methods]
+    for variant in args.variant:
+        head, *overrides = variant.split()
+        label, _, method = head.partition("=")
+        if not label or method not in LOSSES or any("=" not in override for override in overrides):
+            parser.error(f'--variant must look like "LABEL=METHOD KEY=VALUE ...", with a known METHOD, got {variant!r}')
+        rows.append(Row(label, method, tuple(overrides), args.per_k is not None and depends_on_k(method)))
+    args.rows = rows
+    if args.from_json is not None and not Path(args.from_json).is_file():
+        parser.error(f"--from-json {args.from_json}: no such file (the .json that compare.py writes beside --out)")
+    writes = (
+        []
+        if args.out is None
+        else [Path(args.out)] + ([Path(args.out).with_suffix(".json")] if args.from_json is None else [])
+    )
+    if any(path.exists() for path in writes):
+        parser.error(f"--out {args.out} exists (or its .json): pass a new file name (results are never overwritten)")
     return args
+
+
+def _jobs(args: argparse.Namespace) -> list[Job]:
+    jobs = []
+    for setting in args.settings:
+        for row in args.rows:
+            for k in args.per_k if row.per_k else [None]:
+                for seed in range(args.seeds):
+                    seeded = tuple(f"{key}={seed}" for key in args.seed_args)
+                    jobs.append(Job(_setting_label(setting), row, seed, k, tuple(args.set) + seeded + setting))
+    return jobs
+
+
+def _progress(started: float, job: Job, record: dict, checkpoints: Sequence[str]) -> str:
+    k = record["k"]
+    scores = ", ".join(
+        f"{name} (epoch {record['epochs'][name]}) {record['results'][name][f'test/avgk_acc@{format_k(k)}']:.4f}"
+        for name in checkpoints
+    )
+    return (
+        f"[{time.perf_counter() - started:7.1f} s] {job.setting or 'config'} | {job.row.label} k={format_k(k)} seed "
+        f"{job.seed}: test/avgk_acc@{format_k(k)} {scores}; train top-1 {record['train_top1_acc'][-1]:.4f} "
+        f"({record['seconds']:.0f} s)"
+    )
+
+
+def _train(args: argparse.Namespace, started: float) -> list[dict]:
+    """Run every job (`--jobs` at a time); their records in completion order."""
+    jobs = _jobs(args)
+    records: list[dict] = []
+    threads = max(1, (os.cpu_count() or 1) // args.jobs)
+    with tempfile.TemporaryDirectory(prefix="avgk-compare-") as root:
+        # Every job gets a folder of its own: parallel jobs must not pick the same run directory.
+        arguments = [
+            (args.config, job, args.max_epochs, args.checkpoints, str(Path(root) / f"job_{index}"), args.per_k)
+            for index, job in enumerate(jobs)
+        ]
+        if args.jobs == 1:
+            for job_arguments in arguments:
+                record = run_job(*job_arguments)
+                records.append(record)
+                print(_progress(started, job_arguments[1], record, args.checkpoints), flush=True)
+        else:
+            context = multiprocessing.get_context("spawn")
+            with concurrent.futures.ProcessPoolExecutor(args.jobs, mp_context=context, max_tasks_per_child=1) as pool:
+                futures = {
+                    pool.submit(_run_job_in_worker, threads, *job_arguments): job_arguments[1]
+                    for job_arguments in arguments
+                }
+                for future in concurrent.futures.as_completed(futures):
+                    record = future.result()
+                    records.append(record)
+                    print(_progress(started, futures[future], record, args.checkpoints), flush=True)
+    return records
+
+
+def render(saved: dict[str, Any]) -> str:
+    """The Markdown of a saved comparison (the .json beside every output): its header, then the tables."""
+    runs = saved["runs"]
+    settings = saved.get("settings") or list(dict.fromkeys(run["setting"] for run in runs))
+    labels = [row["label"] for row in saved["rows"]]
+    ks = saved.get("ks") or sorted(
+        {run["k"] for run in runs if run["per_k"]} or {k for run in runs for k in run["eval_ks"]}
+    )
+    checkpoints = saved.get("checkpoints") or list(runs[0]["results"])
+    header = saved.get("header") or [f"Command: `{saved['command']}`"]
+    return "\n".join(header) + "\n" + report(runs, settings, labels, ks, checkpoints) + "\n"
 
 
 def main(argv: Sequence[str] | None = None) -> str:
     args = _parse_args(argv)
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
     os.environ.setdefault("WANDB_MODE", "disabled")
-    sweep_key, sweep_values = (
-        (None, [None])
-        if args.sweep is None
-        else (
-            args.sweep.split("=", 1)[0],
-            args.sweep.split("=", 1)[1].split(","),
-        )
-    )
-    started = time.perf_counter()
-    sweep: dict[str, dict[str, list[dict[str, float]]]] = {}
-    ks, k = None, None
-    with tempfile.TemporaryDirectory(prefix="avgk-compare-") as root:
-        for value in sweep_values:
-            overrides = list(args.set) + ([] if value is None else [f"{sweep_key}={value}"])
-            runs: dict[str, list[dict[str, float]]] = {}
-            for method in args.methods:
-                for seed in range(args.seeds):
-                    run_started = time.perf_counter()
-                    results, model = train_and_test(args.config, method, seed, args.max_epochs, overrides, root)
-                    ks, k = model.eval_ks, model.k
-                    runs.setdefault(method, []).append(results)
-                    print(
-                        f"[{time.perf_counter() - started:7.1f} s] {sweep_key or ''}{'=' + value if value else ''} "
-                        f"{method} seed {seed}: test/avgk_acc@{format_k(k)} "
-                        f"{results[f'test/avgk_acc@{format_k(k)}']:.4f} ({time.perf_counter() - run_started:.1f} s)",
-                        flush=True,
-                    )
-            sweep[str(value)] = runs
-    elapsed = time.perf_counter() - started
     command = "python benchmarks/compare.py " + " ".join(
         shlex.quote(arg) for arg in (argv if argv is not None else sys.argv[1:])
     )
-    parts = [
-        f"Command: `{command.strip()}`",
-        "",
-        (
-            f"Config `{args.config}`, methods {', '.join(args.methods)}, {args.seeds} seed(s), {args.max_epochs} "
-            f"epoch(s), overrides {args.set or 'none'}; wall time {elapsed / 60:.1f} min "
-            f"({os.cpu_count()} CPU cores visible)."
-        ),
-    ]
-    for value, runs in sweep.items():
-        if sweep_key is not None:
-            parts += ["", f"### `{sweep_key}={value}`"]
-        parts.append(comparison_tables(runs, ks))
-    if sweep_key is not None:
-        parts.append(sweep_table(sweep_key, sweep, k))
-    report = "\n".join(parts) + "\n"
-    print(report)
+    if args.from_json is not None:
+        saved = json.loads(Path(args.from_json).read_text())
+        saved["header"] = [
+            *(saved.get("header") or [f"Command: `{saved['command']}`"]),
+            "",
+            f"Tables rendered from the saved runs by `{command.strip()}`.",
+        ]
+    else:
+        started = time.perf_counter()
+        records = _train(args, started)
+        elapsed = time.perf_counter() - started
+        saved = {
+            "command": command.strip(),
+            "header": [
+                f"Command: `{command.strip()}`",
+                "",
+                (
+                    f"Config `{args.config}`, {args.seeds} seed(s) (also given to "
+                    f"{', '.join(args.seed_args) or 'nothing else'}), {args.max_epochs} epoch(s), overrides "
+                    f"{args.set or 'none'}, checkpoints {', '.join(args.checkpoints)}; {len(records)} training runs, "
+                    f"wall time {elapsed / 60:.1f} min ({os.cpu_count()} CPU cores visible, {args.jobs} run(s) at a time)."
+                ),
+            ],
+            "settings": [_setting_label(setting) for setting in args.settings],
+            "ks": args.per_k or sorted({k for record in records for k in record["eval_ks"]}),
+            "checkpoints": args.checkpoints,
+            "rows": [asdict(row) for row in args.rows],
+            "runs": records,
+        }
+    text = render(saved)
+    print(text)
     if args.out is not None:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        with open(args.out, "x") as handle:  # never overwrite
-            handle.write(report)
-    return report
+        out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with open(out, "x") as handle:  # never overwrite
+            handle.write(text)
+        if args.from_json is None:
+            with open(out.with_suffix(".json"), "x") as handle:
+                json.dump(saved, handle)
+    return text
 
 
 if __name__ == "__main__":
