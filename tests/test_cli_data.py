@@ -12,7 +12,7 @@ import timm
 import torch
 
 from avgk_lightning.cli import run_cli
-from tests.fixtures import write_fake_cifar100, write_fake_plantnet, write_image_folder
+from tests.fixtures import write_fake_cifar100, write_fake_fashion_mnist, write_fake_plantnet, write_image_folder
 
 ROOT = Path(__file__).resolve().parents[1]
 FAST = ["--trainer.max_epochs=1", "--trainer.enable_progress_bar=false", "--data.init_args.num_workers=0"]
@@ -56,6 +56,31 @@ def test_cifar100_fit_and_test_with_label_noise(tmp_path):
     assert fit.model.num_classes == 100 and isinstance(fit.model.backbone.maxpool, torch.nn.Identity)
     for name in ("test/avgk_acc@3", "test/softmax/avgk_acc@3", "test/topk_acc@5", "test/set_size@10"):
         assert name in test.trainer.callback_metrics
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["two_head", "softmax"])
+def test_fashion_mnist_fit_and_test_with_noise_and_a_long_tail(tmp_path, method):
+    write_fake_fashion_mnist(tmp_path / "data" / "FashionMNIST" / "raw", train_per_class=40, test_per_class=4)
+    overrides = [
+        f"--data.init_args.data_dir={tmp_path / 'data'}",
+        "--data.init_args.val_size=80",
+        "--data.init_args.train_size=null",
+        "--data.init_args.noise=0.4",
+        "--data.init_args.imbalance=4",
+        "--model.init_args.frequency_boundaries=[10,20]",
+    ]
+    fit, test = _fit_then_test(f"fashion_mnist_{method}.yaml", tmp_path / "runs", overrides)
+    record = json.loads((tmp_path / "runs" / "version_0" / "label_noise.json").read_text())
+    counts = fit.datamodule.class_counts.tolist()
+    assert record["train_class_counts"] == counts == fit.model.class_counts
+    assert max(counts) / min(counts) == pytest.approx(4, abs=0.5)  # the imbalance ratio, up to rounding
+    assert record["realised_noise_rate"] == pytest.approx(len(record["train_index_of_changed_labels"]) / sum(counts))
+    assert fit.model.hparams.backbone == "small_vgg" and fit.model.class_names[0] == "T-shirt/top"
+    assert 0 <= float(fit.trainer.callback_metrics["train/top1_acc"]) <= 1
+    head = "test/softmax/" if method == "two_head" else "test/"
+    for name in ("test/avgk_acc@2", "test/avgk_acc_few@2", f"{head}avgk_acc@1.5", "test/set_size@3"):
+        assert name in test.trainer.callback_metrics, name
 
 
 @pytest.mark.slow
