@@ -69,7 +69,7 @@ def test_softmax_method_freezes_the_multilabel_head():
     assert model.loss.set_head == "softmax" and model.evaluation_heads == ["softmax"]
 
 
-def test_two_head_loss_by_hand_on_a_2x4_example():
+def test_two_head_loss_with_averaged_bce_by_hand_on_a_2x4_example():
     softmax_logits = torch.tensor([[2.0, 0.0, 0.0, 0.0], [0.0, 0.0, 0.0, 0.0]])
     multilabel_logits = torch.tensor([[0.0, 0.0, 0.0, 0.0], [1.0, -1.0, 0.0, 0.0]])
     target = torch.tensor([0, 3])
@@ -80,21 +80,21 @@ def test_two_head_loss_by_hand_on_a_2x4_example():
     # = softplus(1) + softplus(-1) + 2 log 2; mean over the 8 entries.
     log2 = torch.log(torch.tensor(2.0))
     bce = (4 * log2 + F.softplus(torch.tensor(1.0)) + F.softplus(torch.tensor(-1.0)) + 2 * log2) / 8
-    terms = TwoHeadLoss(mu=0.5)(softmax_logits, multilabel_logits, target, labels)
+    terms = TwoHeadLoss(mu=0.5, bce_reduction="mean")(softmax_logits, multilabel_logits, target, labels)
     assert terms["cross_entropy"].item() == pytest.approx(ce.item(), rel=1e-6)
     assert terms["binary_cross_entropy"].item() == pytest.approx(bce.item(), rel=1e-6)
     assert terms["loss"].item() == pytest.approx((ce + 0.5 * bce).item(), rel=1e-6)
     assert SoftmaxLoss()(softmax_logits, multilabel_logits, target)["loss"].item() == pytest.approx(ce.item())
 
 
-def test_summed_bce_is_the_class_count_times_the_averaged_one_by_hand():
+def test_bce_is_summed_over_classes_by_default_by_hand():
     softmax_logits = torch.tensor([[2.0, 0.0, 0.0, 0.0], [0.0, 0.0, 0.0, 0.0]])
     multilabel_logits = torch.tensor([[0.0, 0.0, 0.0, 0.0], [1.0, -1.0, 0.0, 0.0]])
     target, labels = torch.tensor([0, 3]), torch.tensor([[1.0, 1.0, 0.0, 0.0], [0.0, 0.0, 0.0, 1.0]])
     log2 = torch.log(torch.tensor(2.0))
     # Per sample, summed over the 4 classes: 4 log 2, and softplus(1) + softplus(-1) + 2 log 2; mean over samples.
     summed = (4 * log2 + F.softplus(torch.tensor(1.0)) + F.softplus(torch.tensor(-1.0)) + 2 * log2) / 2
-    terms = TwoHeadLoss(mu=0.5, bce_reduction="sum")(softmax_logits, multilabel_logits, target, labels)
+    terms = TwoHeadLoss(mu=0.5)(softmax_logits, multilabel_logits, target, labels)
     assert terms["binary_cross_entropy"].item() == pytest.approx(summed.item(), rel=1e-6)
     assert terms["loss"].item() == pytest.approx((terms["cross_entropy"] + 0.5 * summed).item(), rel=1e-6)
 

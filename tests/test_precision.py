@@ -29,11 +29,17 @@ def _fit_and_test(tmp_path, model, **trainer_kwargs):
 
 @pytest.mark.parametrize("method", ["two_head", "softmax"])
 def test_bf16_mixed_precision(tmp_path, method):
+    torch.manual_seed(0)
     metrics = _fit_and_test(tmp_path, TinyCNNModule(num_classes=40, k=2, method=method), precision="bf16-mixed")
     assert 0 < metrics["test/avgk_acc@2"].item() <= 1
     assert torch.isfinite(metrics["train/loss_epoch"])
     if method == "two_head":
-        assert metrics["train/pseudo_label_set_size"].item() == pytest.approx(2, rel=0.5)
+        # The pseudo-labels are computed in float32 from the bf16 logits: their realised size follows the
+        # same run in float32 (in 2 epochs of 4 steps it is still far from K, in both).
+        torch.manual_seed(0)
+        reference = _fit_and_test(tmp_path / "fp32", TinyCNNModule(num_classes=40, k=2, method=method))
+        expected = reference["train/pseudo_label_set_size"].item()
+        assert metrics["train/pseudo_label_set_size"].item() == pytest.approx(expected, rel=0.15)
 
 
 @pytest.mark.slow
