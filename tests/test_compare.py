@@ -82,7 +82,9 @@ def test_tables_say_which_rows_are_one_model_per_k_and_count_signs():
     assert "| two_head (k=1.5) | 3, 3, 3 | 0.6500 ± 0.0000 | 0.9500 ± 0.0000 |" in text  # train acc at epoch 3
     assert "| two_head (k=1.5) | 9, 9, 9 | 0.9500 ± 0.0000 | 0.9500 ± 0.0000 |" in text  # the last checkpoint
     summary = text.split("**Summary: paired differences**", 1)[1]
-    assert "| noise=0.4 | two_head - softmax | 2 | +0.0034 (1 / 1 / 1) | - | - | +0.0034 (1 / 1 / 1) | - | - |" in summary
+    assert (
+        "| noise=0.4 | two_head - softmax | 2 | +0.0034 (1 / 1 / 1) | - | - | +0.0034 (1 / 1 / 1) | - | - |" in summary
+    )
 
 
 def test_only_k_dependent_methods_train_one_model_per_k():
