@@ -131,6 +131,30 @@ class _EpochRecorder(Callback):
         self.train_top1_acc.append(float(trainer.callback_metrics.get("train/top1_acc", float("nan"))))
 
 
+def build_run(config: str, seed: int, max_epochs: int, root: str, overrides: Sequence[str]) -> Any:
+    """``train.py fit`` of `config` built, not run: quiet, no logger, in `root`, the module's default schedule.
+
+    `overrides` are ``KEY=VALUE`` command-line overrides. Returns the CLI (``.trainer``, ``.model``,
+    ``.datamodule``).
+    """
+    args = [
+        f"--config={config}",
+        f"--seed_everything={seed}",
+        f"--trainer.max_epochs={max_epochs}",
+        "--model.init_args.lr_scheduler=null",
+        "--trainer.logger=false",
+        "--trainer.enable_progress_bar=false",
+        "--trainer.enable_model_summary=false",
+        f"--trainer.default_root_dir={root}",
+        *(f"--{override}" for override in overrides),
+    ]
+    argv, sys.argv = sys.argv, sys.argv[:1]  # the CLI reads `args`, not this script's own arguments
+    try:
+        return run_cli(args, run=False)
+    finally:
+        sys.argv = argv
+
+
 def run_job(
     config: str, job: Job, max_epochs: int, checkpoints: Sequence[str], root: str, eval_ks: Sequence[float] | None
 ) -> dict[str, Any]:
@@ -139,25 +163,19 @@ def run_job(
     Returns its test metrics per checkpoint, the checkpoints' epochs and the training accuracy per epoch.
     """
     started = time.perf_counter()
-    args = [
-        f"--config={config}",
-        f"--model.init_args.method={job.row.method}",
-        f"--seed_everything={job.seed}",
-        f"--trainer.max_epochs={max_epochs}",
-        "--model.init_args.lr_scheduler=null",
-        "--trainer.logger=false",
-        "--trainer.enable_progress_bar=false",
-        "--trainer.enable_model_summary=false",
-        f"--trainer.default_root_dir={root}",
-        *(f"--{override}" for override in (*job.overrides, *job.row.overrides)),
-        *([f"--model.init_args.k={job.k}"] if job.k is not None else []),
-        *([f"--model.init_args.eval_ks=[{','.join(map(str, eval_ks))}]"] if eval_ks is not None else []),
-    ]
-    argv, sys.argv = sys.argv, sys.argv[:1]  # the CLI reads `args`, not this script's own arguments
-    try:
-        cli = run_cli(args, run=False)
-    finally:
-        sys.argv = argv
+    cli = build_run(
+        config,
+        job.seed,
+        max_epochs,
+        root,
+        [
+            f"model.init_args.method={job.row.method}",
+            *job.overrides,
+            *job.row.overrides,
+            *([f"model.init_args.k={job.k}"] if job.k is not None else []),
+            *([f"model.init_args.eval_ks=[{','.join(map(str, eval_ks))}]"] if eval_ks is not None else []),
+        ],
+    )
     recorder = _EpochRecorder()
     cli.trainer.callbacks.append(recorder)
     cli.trainer.fit(cli.model, datamodule=cli.datamodule)

@@ -34,9 +34,9 @@ sys.path.insert(0, str(ROOT))
 import torch
 from lightning.pytorch import Callback
 
-from avgk_lightning.cli import run_cli
 from avgk_lightning.functional import batch_pseudo_label_threshold, pseudo_labels
 from avgk_lightning.metrics import format_k
+from benchmarks.compare import build_run
 
 
 class PseudoLabelAudit(Callback):
@@ -129,24 +129,8 @@ def main(argv: Sequence[str] | None = None) -> str:
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
     os.environ.setdefault("WANDB_MODE", "disabled")
     with tempfile.TemporaryDirectory(prefix="avgk-pseudo-labels-") as root:
-        argv_before, sys.argv = sys.argv, sys.argv[:1]  # the CLI reads its own arguments, not this script's
-        cli = run_cli(
-            [
-                "--config=configs/fashion_mnist_two_head.yaml",
-                f"--data.init_args.noise={args.noise}",
-                f"--model.init_args.k={args.k}",
-                f"--seed_everything={args.seed}",
-                f"--trainer.max_epochs={args.max_epochs}",
-                "--model.init_args.lr_scheduler=null",
-                "--trainer.logger=false",
-                "--trainer.enable_progress_bar=false",
-                "--trainer.enable_model_summary=false",
-                f"--trainer.default_root_dir={root}",
-                *(f"--{override}" for override in args.set),
-            ],
-            run=False,
-        )
-        sys.argv = argv_before
+        overrides = [f"data.init_args.noise={args.noise}", f"model.init_args.k={args.k}", *args.set]
+        cli = build_run("configs/fashion_mnist_two_head.yaml", args.seed, args.max_epochs, root, overrides)
         audit = PseudoLabelAudit()
         cli.trainer.callbacks.append(audit)
         cli.trainer.fit(cli.model, datamodule=cli.datamodule)

@@ -344,7 +344,8 @@ class FashionMNISTDataModule(AverageKDataModule):
     def _prepare_splits(self) -> None:
         if self.train_dataset is not None:
             return
-        (images, labels), (test_images, test_labels) = self._load()["train"], self._load()["test"]
+        arrays = self._load()
+        (images, labels), (test_images, test_labels) = arrays["train"], arrays["test"]
         if self.val_size >= len(labels):
             raise InvalidInputError(
                 f"Expected argument `val_size` ({self.val_size}) to be smaller than the {len(labels)} images of "
