@@ -201,11 +201,11 @@ def test_bad_methods_and_options_are_named(method, options, message):
         TwoHeadModule(num_classes=4, k=2, method=method, loss_options=options)
 
 
-def test_the_readme_example_loss_trains_by_name():
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+def test_the_manual_example_loss_trains_by_name():
+    readme = (Path(__file__).resolve().parents[1] / "docs" / "training.md").read_text()
     code = next(block for block in readme.split("```python")[1:] if "class FocalAssumeNegative" in block)
     namespace: dict = {}
-    exec(code.split("```")[0], namespace)  # noqa: S102 - runs the README's own example
+    exec(code.split("```")[0], namespace)  # noqa: S102 - runs the manual's own example
     try:
         model = TwoHeadModule(num_classes=4, k=2, method="focal_an", loss_options={"gamma": 0.0})
         # gamma 0 is plain AN
