@@ -27,38 +27,20 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from avgk_lightning.errors import InvalidInputError
+from avgk_lightning.checks import check_coverage, check_frequency_boundaries
 
 __all__ = [
     "FREQUENCY_GROUPS",
     "SIZE_STRATA",
-    "check_coverage",
-    "check_frequency_boundaries",
     "coverage_threshold",
     "frequency_groups",
     "group_accuracy",
-    "per_class_accuracy",
     "set_size_diagnostics",
 ]
 
 FREQUENCY_GROUPS = ("few", "medium", "many")
 #: (name, smallest size, largest size) of the set-size strata
 SIZE_STRATA = (("1", 1, 1), ("2", 2, 2), ("3-5", 3, 5), ("6+", 6, math.inf))
-
-
-def check_coverage(value: object, argument: str = "argument `coverage`") -> None:
-    """Raise a ValueError naming `argument` unless `value` is a target coverage 1 - alpha in (0, 1)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 1:
-        raise InvalidInputError(f"Expected {argument} to be a target coverage in (0, 1) (1 - alpha), but got {value!r}")
-
-
-def check_frequency_boundaries(boundaries: Sequence[int]) -> None:
-    """Raise a ValueError unless `boundaries` are two integers 0 < b1 <= b2."""
-    if len(boundaries) != 2 or not 0 < boundaries[0] <= boundaries[1]:
-        raise InvalidInputError(
-            "Expected argument `frequency_boundaries` to be two integers 0 < b1 <= b2 (few < b1 <= medium <= b2 "
-            f"< many training images), but got {tuple(boundaries)!r}"
-        )
 
 
 def frequency_groups(class_counts: Sequence[int] | Tensor, boundaries: Sequence[int] = (20, 100)) -> Tensor:
@@ -110,18 +92,6 @@ def set_size_diagnostics(set_sizes: Tensor, hits: Tensor) -> dict[str, Tensor]:
     results["empty_rate"] = (set_sizes == 0).float().mean()
     results["singleton_rate"] = (set_sizes == 1).float().mean()
     return results
-
-
-def per_class_accuracy(hits: Tensor, target: Tensor, num_classes: int) -> Tensor:
-    """(L,) accuracy per true class, NaN for classes without samples.
-
-    Example:
-        >>> per_class_accuracy(torch.tensor([True, False, True]), torch.tensor([0, 0, 2]), 3)
-        tensor([0.5000,    nan, 1.0000])
-    """
-    correct = torch.bincount(target.long(), weights=hits.double(), minlength=num_classes)
-    support = torch.bincount(target.long(), minlength=num_classes)
-    return (correct / support).float()  # 0 / 0 = NaN for absent classes
 
 
 def coverage_threshold(scores: Tensor, target: Tensor, coverage: float) -> Tensor:

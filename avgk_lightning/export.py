@@ -1,6 +1,7 @@
 """Export the set predictor (backbone, set head and λ_K) as one TorchScript file, usable without this package.
 
-Usage:
+Usage::
+
     python -m avgk_lightning.export CHECKPOINT --output predictor.pt [--k 3] [--input-shape 3,224,224]
         [--model-class avgk_lightning.TwoHeadModule] [--overwrite]
 
@@ -22,7 +23,9 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from avgk_lightning.checkpoint import read_checkpoint
 from avgk_lightning.errors import InvalidInputError
+from avgk_lightning.models import TwoHeadNetwork
 from avgk_lightning.module import TwoHeadModule
 
 __all__ = ["SetPredictor", "export_set_predictor", "load_set_predictor"]
@@ -35,7 +38,7 @@ class SetPredictor(nn.Module):
 
     Example:
         >>> model = TwoHeadModule(num_classes=5, k=2)
-        >>> model.average_k_thresholds = {"multilabel": {2.0: 0.5}}
+        >>> model.calibration.average_k = {"multilabel": {2.0: 0.5}}
         >>> scores, sets = SetPredictor(model, k=2).eval()(torch.randn(3, 3, 32, 32))
         >>> tuple(scores.shape), sets.dtype
         ((3, 5), torch.bool)
@@ -43,14 +46,13 @@ class SetPredictor(nn.Module):
 
     def __init__(self, module: TwoHeadModule, k: float | None = None, argument: str = "k") -> None:
         super().__init__()
-        self.backbone = module.backbone
-        self.head = module.multilabel_head if module.loss.set_head == "multilabel" else module.softmax_head
-        self.sigmoid = module.loss.set_head == "multilabel"
+        self.set_head = module.loss.set_head
+        self.backbone = module.network.backbone
+        self.head = module.network.head(self.set_head)
         self.register_buffer("threshold", torch.tensor(module.calibrated_threshold(k, argument), dtype=torch.float32))
 
     def forward(self, images: Tensor) -> tuple[Tensor, Tensor]:
-        logits = self.head(self.backbone(images)).float()
-        scores = torch.sigmoid(logits) if self.sigmoid else torch.softmax(logits, dim=1)
+        scores = TwoHeadNetwork.head_scores(self.set_head, self.head(self.backbone(images)))
         return scores, scores >= self.threshold
 
 
@@ -118,8 +120,7 @@ def main(argv: Sequence[str] | None = None) -> Path:
     try:
         if output.exists() and not args.overwrite:
             raise InvalidInputError(f"{output} exists (argument --output): pass another file name, or --overwrite.")
-        if not Path(args.checkpoint).is_file():
-            raise InvalidInputError(f"Checkpoint not found: {args.checkpoint} (argument `checkpoint`)")
+        read_checkpoint(args.checkpoint, argument="checkpoint")
         module = _module_class(args.model_class).load_from_checkpoint(
             args.checkpoint, map_location="cpu", weights_only=False
         )

@@ -12,12 +12,18 @@ from typing import Literal
 import torch
 from torch import Tensor
 
+from avgk_lightning.checks import check_choice, check_k, check_scores, check_target, check_threshold
+from avgk_lightning.errors import InvalidInputError
+
 __all__ = [
     "average_k_accuracy",
+    "average_k_hits",
     "average_k_sets",
     "average_k_threshold",
     "batch_pseudo_label_threshold",
     "mean_set_size",
+    "ordered_sets",
+    "per_class_accuracy",
     "pseudo_labels",
     "topk_accuracy",
 ]
@@ -25,44 +31,6 @@ __all__ = [
 # Above this many values a sampled pre-filter keeps only the top tail before the exact selection.
 _PREFILTER_MIN_VALUES = 1 << 20
 _PREFILTER_SAMPLE_SIZE = 1 << 17
-
-
-def _check_k(k: float, num_classes: int, name: str = "k") -> None:
-    if isinstance(k, bool) or not isinstance(k, (int, float)) or not 0 < k < num_classes:
-        raise ValueError(f"Expected argument `{name}` to be a number in (0, num_classes={num_classes}), but got {k!r}")
-
-
-def _check_scores(scores: Tensor) -> None:
-    if not isinstance(scores, Tensor) or scores.ndim != 2 or not scores.is_floating_point():
-        shape = tuple(scores.shape) if isinstance(scores, Tensor) else type(scores).__name__
-        raise ValueError(f"Expected argument `scores` to be a float tensor of shape (N, L), but got {shape}")
-    if scores.shape[0] == 0:
-        raise ValueError("Expected argument `scores` to hold at least one sample, but got shape (0, L)")
-
-
-def _check_target(scores: Tensor, target: Tensor) -> None:
-    if not isinstance(target, Tensor) or target.ndim != 1 or target.shape[0] != scores.shape[0]:
-        shape = tuple(target.shape) if isinstance(target, Tensor) else type(target).__name__
-        raise ValueError(
-            f"Expected argument `target` to be a 1-D tensor of length N={scores.shape[0]} matching `scores`, "
-            f"but got shape {shape}"
-        )
-    if target.is_floating_point() or target.dtype == torch.bool:
-        raise ValueError(f"Expected argument `target` to hold integer class indices, but got dtype {target.dtype}")
-    num_classes = scores.shape[1]
-    if target.numel() and (int(target.min()) < 0 or int(target.max()) >= num_classes):
-        bad = target[(target < 0) | (target >= num_classes)][0].item()
-        raise ValueError(f"Expected argument `target` to hold class indices in [0, {num_classes}), but got {bad}")
-
-
-def _threshold_tensor(threshold: float | Tensor) -> float | Tensor:
-    if isinstance(threshold, Tensor):
-        if threshold.numel() != 1:
-            raise ValueError(f"Expected argument `threshold` to be a scalar, but got shape {tuple(threshold.shape)}")
-        return threshold.reshape(())
-    if not isinstance(threshold, (int, float)) or math.isnan(threshold):
-        raise ValueError(f"Expected argument `threshold` to be a number, but got {threshold!r}")
-    return float(threshold)
 
 
 def _top_values(values: Tensor, count: int) -> Tensor:
@@ -116,8 +84,8 @@ def average_k_threshold(scores: Tensor, k: float) -> Tensor:
         >>> average_k_threshold(scores, k=1.5)  # 3 of the 6 scores lie above it
         tensor(0.4000)
     """
-    _check_scores(scores)
-    _check_k(k, scores.shape[1])
+    check_scores(scores)
+    check_k(k, scores.shape[1])
     return _count_threshold(scores.detach().flatten(), round(scores.shape[0] * k))
 
 
@@ -129,20 +97,60 @@ def average_k_sets(scores: Tensor, threshold: float | Tensor) -> Tensor:
         >>> average_k_sets(torch.tensor([[0.9, 0.5, 0.1]]), 0.4)
         tensor([[ True,  True, False]])
     """
-    _check_scores(scores)
-    return scores >= _threshold_tensor(threshold)
+    check_scores(scores)
+    return scores >= check_threshold(threshold)
+
+
+def ordered_sets(scores: Tensor, threshold: float | Tensor) -> list[list[int]]:
+    """The set of each row as class indices ordered by decreasing score.
+
+    Example:
+        >>> import torch
+        >>> ordered_sets(torch.tensor([[0.2, 0.9, 0.5], [0.1, 0.3, 0.2]]), 0.4)
+        [[1, 2], []]
+    """
+    check_scores(scores)
+    order = scores.argsort(dim=1, descending=True)
+    kept = scores.gather(1, order) >= check_threshold(threshold)
+    return [row[keep].tolist() for row, keep in zip(order, kept)]
 
 
 def _true_class_scores(scores: Tensor, target: Tensor) -> Tensor:
     return scores.gather(1, target.long().unsqueeze(1)).squeeze(1)
 
 
+def average_k_hits(scores: Tensor, target: Tensor, threshold: float | Tensor) -> Tensor:
+    r"""Whether each sample's true label is in its set, :math:`s_{i,y_i} \ge \lambda` (boolean (N,)).
+
+    Example:
+        >>> import torch
+        >>> average_k_hits(torch.tensor([[0.9, 0.5, 0.1], [0.6, 0.3, 0.2]]), torch.tensor([1, 2]), 0.4)
+        tensor([ True, False])
+    """
+    return _true_class_scores(scores, target) >= threshold
+
+
+def per_class_accuracy(hits: Tensor, target: Tensor, num_classes: int) -> Tensor:
+    """(L,) mean of `hits` per true class (an accuracy per class), NaN for classes without samples.
+
+    Example:
+        >>> import torch
+        >>> per_class_accuracy(torch.tensor([True, False, True]), torch.tensor([0, 0, 2]), 3)
+        tensor([0.5000,    nan, 1.0000])
+    """
+    return _per_class_double(hits, target, num_classes).float()
+
+
+def _per_class_double(hits: Tensor, target: Tensor, num_classes: int) -> Tensor:
+    correct = torch.bincount(target.long(), weights=hits.double(), minlength=num_classes)
+    support = torch.bincount(target.long(), minlength=num_classes)
+    return correct / support  # 0 / 0 = NaN for absent classes
+
+
 def _per_class_mean(hits: Tensor, target: Tensor, num_classes: int) -> Tensor:
     """Mean of `hits` per true class, then the unweighted mean over classes present in `target`."""
-    correct = torch.bincount(target, weights=hits.double(), minlength=num_classes)
-    support = torch.bincount(target, minlength=num_classes)
-    present = support > 0
-    return (correct[present] / support[present]).mean().float()
+    accuracies = _per_class_double(hits, target, num_classes)
+    return accuracies[~accuracies.isnan()].mean().float()
 
 
 def average_k_accuracy(
@@ -164,11 +172,10 @@ def average_k_accuracy(
         >>> average_k_accuracy(scores, torch.tensor([1, 2, 1]), threshold=0.4, average="macro")
         tensor(0.5000)
     """
-    _check_scores(scores)
-    _check_target(scores, target)
-    if average not in ("micro", "macro"):
-        raise ValueError(f"Expected argument `average` to be 'micro' or 'macro', but got {average!r}")
-    hits = _true_class_scores(scores, target) >= _threshold_tensor(threshold)
+    check_scores(scores)
+    check_target(scores, target)
+    check_choice("average", average, ("micro", "macro"))
+    hits = average_k_hits(scores, target, check_threshold(threshold))
     if average == "micro":
         return hits.float().mean()
     return _per_class_mean(hits, target.long(), scores.shape[1])
@@ -182,7 +189,7 @@ def mean_set_size(scores: Tensor, threshold: float | Tensor) -> Tensor:
         >>> mean_set_size(torch.tensor([[0.9, 0.5, 0.1], [0.6, 0.3, 0.2]]), 0.4)
         tensor(1.5000)
     """
-    _check_scores(scores)
+    check_scores(scores)
     return average_k_sets(scores, threshold).sum(dim=1, dtype=torch.float32).mean()
 
 
@@ -202,10 +209,10 @@ def topk_accuracy(scores: Tensor, target: Tensor, k: int, average: Literal["micr
         >>> topk_accuracy(scores, torch.tensor([1, 2]), k=2)
         tensor(0.5000)
     """
-    _check_scores(scores)
-    _check_target(scores, target)
+    check_scores(scores)
+    check_target(scores, target)
     if isinstance(k, bool) or not isinstance(k, int) or not 0 < k <= scores.shape[1]:
-        raise ValueError(f"Expected argument `k` to be an integer in [1, {scores.shape[1]}], but got {k!r}")
+        raise InvalidInputError(f"Expected argument `k` to be an integer in [1, {scores.shape[1]}], but got {k!r}")
     hits = _topk_hits(scores, target, k)
     if average == "micro":
         return hits.float().mean()
@@ -242,9 +249,9 @@ def pseudo_labels(softmax_probs: Tensor, target: Tensor, threshold: float | Tens
         tensor([[1., 0., 1.],
                 [0., 1., 1.]])
     """
-    _check_scores(softmax_probs)
-    _check_target(softmax_probs, target)
-    return _pseudo_labels(softmax_probs, target.long(), _threshold_tensor(threshold))
+    check_scores(softmax_probs)
+    check_target(softmax_probs, target)
+    return _pseudo_labels(softmax_probs, target.long(), check_threshold(threshold))
 
 
 def batch_pseudo_label_threshold(softmax_probs: Tensor, target: Tensor, k: float) -> Tensor:
@@ -260,10 +267,10 @@ def batch_pseudo_label_threshold(softmax_probs: Tensor, target: Tensor, k: float
         >>> batch_pseudo_label_threshold(probs, torch.tensor([0, 1]), k=1.5)  # one non-true entry above
         tensor(0.3000)
     """
-    _check_scores(softmax_probs)
-    _check_target(softmax_probs, target)
+    check_scores(softmax_probs)
+    check_target(softmax_probs, target)
     if isinstance(k, bool) or not isinstance(k, (int, float)) or not 1 <= k < softmax_probs.shape[1]:
-        raise ValueError(
+        raise InvalidInputError(
             f"Expected argument `k` to be a number in [1, num_classes={softmax_probs.shape[1]}), but got {k!r}"
         )
     return _batch_pseudo_label_threshold(softmax_probs, target.long(), k)

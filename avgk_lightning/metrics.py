@@ -13,7 +13,8 @@ unrepeated sampler for evaluation, as the data modules of this package do).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import torch
@@ -21,44 +22,30 @@ from torch import Tensor
 from torchmetrics import Metric
 from torchmetrics.utilities.data import dim_zero_cat
 
-from avgk_lightning.diagnostics import (
+from avgk_lightning.checks import (
+    check_choice,
     check_coverage,
-    coverage_threshold,
-    frequency_groups,
-    group_accuracy,
-    per_class_accuracy,
-    set_size_diagnostics,
+    check_k,
+    check_num_classes,
+    check_scores,
+    check_target,
 )
+from avgk_lightning.diagnostics import coverage_threshold, frequency_groups, group_accuracy, set_size_diagnostics
+from avgk_lightning.errors import InvalidInputError
 from avgk_lightning.functional import (
-    _check_k,
-    _check_scores,
-    _check_target,
     _per_class_mean,
     _topk_hits,
-    _true_class_scores,
     average_k_accuracy,
+    average_k_hits,
     average_k_sets,
     average_k_threshold,
     mean_set_size,
+    per_class_accuracy,
     topk_accuracy,
 )
+from avgk_lightning.naming import format_k
 
-__all__ = ["AverageKAccuracy", "AverageKEvaluation", "MeanSetSize", "format_k"]
-
-
-def format_k(k: float) -> str:
-    """K as written in metric names: ``3.0 -> "3"``, ``2.5 -> "2.5"``.
-
-    Example:
-        >>> format_k(3.0), format_k(2.5)
-        ('3', '2.5')
-    """
-    return f"{float(k):g}"
-
-
-def _check_num_classes(num_classes: int) -> None:
-    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
-        raise ValueError(f"Expected argument `num_classes` to be an integer >= 2, but got {num_classes!r}")
+__all__ = ["AverageKAccuracy", "AverageKEvaluation", "EvaluationResult", "MeanSetSize", "format_k"]
 
 
 class _AverageKMetric(Metric):
@@ -69,10 +56,10 @@ class _AverageKMetric(Metric):
 
     def __init__(self, num_classes: int, k: float, threshold: float | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        _check_num_classes(num_classes)
-        _check_k(k, num_classes)
+        check_num_classes(num_classes)
+        check_k(k, num_classes)
         if threshold is not None and not isinstance(threshold, (int, float)):
-            raise ValueError(f"Expected argument `threshold` to be a number or None, but got {threshold!r}")
+            raise InvalidInputError(f"Expected argument `threshold` to be a number or None, but got {threshold!r}")
         self.num_classes = num_classes
         self.k = k
         self.calibrate = threshold is None
@@ -82,14 +69,14 @@ class _AverageKMetric(Metric):
             self.add_state("target", default=[], dist_reduce_fx="cat")
 
     def _check_update(self, scores: Tensor, target: Tensor | None) -> None:
-        _check_scores(scores)
+        check_scores(scores)
         if scores.shape[1] != self.num_classes:
-            raise ValueError(
+            raise InvalidInputError(
                 f"Expected argument `scores` to have num_classes={self.num_classes} columns, "
                 f"but got shape {tuple(scores.shape)}"
             )
         if target is not None:
-            _check_target(scores, target)
+            check_target(scores, target)
 
     def _calibrated_scores(self) -> tuple[Tensor, Tensor]:
         scores = dim_zero_cat(self.scores)
@@ -130,8 +117,7 @@ class AverageKAccuracy(_AverageKMetric):
         **kwargs: Any,
     ) -> None:
         super().__init__(num_classes, k, threshold, **kwargs)
-        if average not in ("micro", "macro"):
-            raise ValueError(f"Expected argument `average` to be 'micro' or 'macro', but got {average!r}")
+        check_choice("average", average, ("micro", "macro"))
         self.average = average
         if not self.calibrate:
             size = num_classes if average == "macro" else 1
@@ -145,7 +131,7 @@ class AverageKAccuracy(_AverageKMetric):
             self.scores.append(scores.detach())
             self.target.append(target.detach().long())
             return
-        hits = (_true_class_scores(scores, target) >= self.threshold.to(scores.device)).long()
+        hits = average_k_hits(scores, target, self.threshold.to(scores.device)).long()
         if self.average == "macro":
             self.correct += torch.bincount(target.long(), weights=hits, minlength=self.num_classes).long()
             self.support += torch.bincount(target.long(), minlength=self.num_classes)
@@ -210,24 +196,64 @@ class MeanSetSize(_AverageKMetric):
         return self.set_size_sum.double().div(self.total).float()
 
 
+@dataclass
+class EvaluationResult:
+    """What :class:`AverageKEvaluation` computes for one head: metric values, the thresholds and the breakdowns.
+
+    It reads like a mapping of metric names (``"avgk_acc@2"``, ``"threshold@2"``, ``"coverage@0.9"``, ...,
+    without stage or head: see :mod:`avgk_lightning.naming`) to 0-d tensors.
+
+    Attributes:
+        values: every metric by name, the thresholds included (``threshold@K``, ``coverage_threshold@c``).
+        thresholds: λ_K per K, as calibrated (validation) or applied (test).
+        coverage_thresholds: λ_c per target coverage c.
+        set_size_histograms: per K, the number of samples with each set size 0..L (diagnostics only).
+        per_class_accuracy: per K, the (L,) average-K accuracy of each true class, NaN where absent
+            (diagnostics only).
+    """
+
+    values: dict[str, Tensor]
+    thresholds: dict[float, float]
+    coverage_thresholds: dict[float, float] = field(default_factory=dict)
+    set_size_histograms: dict[float, Tensor] = field(default_factory=dict)
+    per_class_accuracy: dict[float, Tensor] = field(default_factory=dict)
+
+    def __getitem__(self, name: str) -> Tensor:
+        return self.values[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.values)
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.values
+
+    def items(self) -> Iterator[tuple[str, Tensor]]:
+        return iter(self.values.items())
+
+    # Not a collections.abc.Mapping subclass: torchmetrics rebuilds Mappings returned by compute() from
+    # their items alone, which would drop the thresholds and breakdowns.
+
+
 class AverageKEvaluation(Metric):
     """The evaluation protocol for one head: every K of `ks` from one copy of the scores.
 
-    Keeps the scores and labels of the split (cat states, gathered across processes) and computes, for
-    each K, ``avgk_acc@K``, ``avgk_acc_macro@K``, ``set_size@K`` and, for integer K,
-    ``topk_acc@K``. With ``thresholds=None`` each λ_K is calibrated on these scores (validation); with a
-    mapping K -> λ_K those are applied unchanged (test). After :meth:`compute`, ``.thresholds`` holds the
-    λ_K used.
+    Keeps the scores and labels of the split (cat states, gathered across processes) and computes an
+    :class:`EvaluationResult` with, for each K, ``avgk_acc@K``, ``avgk_acc_macro@K``, ``set_size@K``,
+    ``threshold@K`` and, for integer K, ``topk_acc@K``. With ``thresholds=None`` each λ_K is calibrated
+    on these scores (validation); with a mapping K -> λ_K those are applied unchanged (test).
 
     For each target coverage c of `coverages` it also computes ``coverage@c`` (the fraction of samples
-    whose true class is in its set) and ``coverage_set_size@c``, with the split-conformal λ_c
-    (:func:`~avgk_lightning.diagnostics.coverage_threshold`) calibrated here or fixed by
-    :meth:`set_thresholds`; ``.coverage_thresholds`` holds them.
+    whose true class is in its set), ``coverage_set_size@c`` and ``coverage_threshold@c``, with the
+    split-conformal λ_c (:func:`~avgk_lightning.diagnostics.coverage_threshold`) calibrated here or fixed
+    by :meth:`set_thresholds`.
 
     With ``diagnostics=True`` (test) it adds, per K: ``avgk_acc_{few,medium,many}@K`` (by training-class
     frequency, when `class_counts` are given) and for integer K ``topk_acc_{few,medium,many}@K``;
-    ``coverage_size{1,2,3-5,6+}@K``, ``empty_rate@K``, ``singleton_rate@K``; and keeps, in
-    ``.details[K]``, the set-size histogram (counts of sizes 0..L) and the per-class accuracy.
+    ``coverage_size{1,2,3-5,6+}@K``, ``empty_rate@K``, ``singleton_rate@K``; and the set-size histogram
+    and per-class accuracy of each K.
 
     Args:
         num_classes: number of classes L.
@@ -242,8 +268,8 @@ class AverageKEvaluation(Metric):
         >>> import torch
         >>> evaluation = AverageKEvaluation(num_classes=3, ks=[1, 1.5])
         >>> evaluation.update(torch.tensor([[0.9, 0.5, 0.1], [0.6, 0.3, 0.2]]), torch.tensor([1, 0]))
-        >>> results = evaluation.compute()
-        >>> float(results["avgk_acc@1.5"]), float(results["topk_acc@1"]), float(evaluation.thresholds[1.5])
+        >>> result = evaluation.compute()
+        >>> float(result["avgk_acc@1.5"]), float(result["topk_acc@1"]), result.thresholds[1.5]
         (1.0, 0.5, 0.4000000059604645)
     """
 
@@ -255,7 +281,7 @@ class AverageKEvaluation(Metric):
         self,
         num_classes: int,
         ks: Sequence[float],
-        thresholds: dict[float, float] | None = None,
+        thresholds: Mapping[float, float] | None = None,
         coverages: Sequence[float] = (),
         class_counts: Sequence[int] | Tensor | None = None,
         frequency_boundaries: Sequence[int] = (20, 100),
@@ -263,11 +289,11 @@ class AverageKEvaluation(Metric):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        _check_num_classes(num_classes)
+        check_num_classes(num_classes)
         if not ks:
-            raise ValueError("Expected argument `ks` to hold at least one K, but got an empty list")
+            raise InvalidInputError("Expected argument `ks` to hold at least one K, but got an empty list")
         for k in ks:
-            _check_k(k, num_classes, name="ks")
+            check_k(k, num_classes, "argument `ks`")
         self.num_classes = num_classes
         self.ks = [float(k) for k in ks]
         for coverage in coverages:
@@ -275,31 +301,26 @@ class AverageKEvaluation(Metric):
         self.coverages = [float(coverage) for coverage in coverages]
         self.class_groups = None if class_counts is None else frequency_groups(class_counts, frequency_boundaries)
         self.diagnostics = diagnostics
-        self.fixed_thresholds: dict[float, Tensor] | None = None
-        self.fixed_coverage_thresholds: dict[float, Tensor] | None = None
-        self.thresholds: dict[float, Tensor] | None = None
-        self.coverage_thresholds: dict[float, Tensor] = {}
-        self.details: dict[float, dict[str, Tensor]] = {}
+        self.fixed_thresholds: dict[float, float] | None = None
+        self.fixed_coverage_thresholds: dict[float, float] | None = None
         self.set_thresholds(thresholds)
         self.add_state("scores", default=[], dist_reduce_fx="cat")
         self.add_state("target", default=[], dist_reduce_fx="cat")
 
     def set_thresholds(
-        self, thresholds: dict[float, float] | None, coverage_thresholds: dict[float, float] | None = None
+        self, thresholds: Mapping[float, float] | None, coverage_thresholds: Mapping[float, float] | None = None
     ) -> None:
         """Fix λ_K for every K of `ks` and λ_c for the coverages given (test), or pass None to calibrate them."""
         self.fixed_coverage_thresholds = (
-            None
-            if coverage_thresholds is None
-            else {float(c): torch.as_tensor(v, dtype=torch.float32) for c, v in coverage_thresholds.items()}
+            None if coverage_thresholds is None else {float(c): float(v) for c, v in coverage_thresholds.items()}
         )
         if thresholds is None:
             self.fixed_thresholds = None
             return
-        fixed = {float(k): torch.as_tensor(v, dtype=torch.float32) for k, v in thresholds.items()}
+        fixed = {float(k): float(v) for k, v in thresholds.items()}
         missing = [format_k(k) for k in self.ks if k not in fixed]
         if missing:
-            raise ValueError(
+            raise InvalidInputError(
                 f"No threshold for K = {', '.join(missing)}: the thresholds cover K = "
                 f"{', '.join(format_k(k) for k in fixed) or 'none'}. Calibrate them on validation data first."
             )
@@ -307,64 +328,58 @@ class AverageKEvaluation(Metric):
 
     def update(self, scores: Tensor, target: Tensor) -> None:
         """Add a batch of (N, L) scores of this head and the (N,) true labels."""
-        _check_scores(scores)
-        _check_target(scores, target)
+        check_scores(scores)
+        check_target(scores, target)
         self.scores.append(scores.detach().float())
         self.target.append(target.detach().long())
 
-    def compute(self) -> dict[str, Tensor]:
-        """All metrics for every K, keyed ``"avgk_acc@K"`` and so on."""
+    def compute(self) -> EvaluationResult:
+        """All metrics for every K and coverage, with the thresholds used and the breakdowns."""
         scores, target = dim_zero_cat(self.scores), dim_zero_cat(self.target)
-        thresholds = {}
-        results: dict[str, Tensor] = {}
+        result = EvaluationResult(values={}, thresholds={})
         for k in self.ks:
             if self.fixed_thresholds is None:
                 threshold = average_k_threshold(scores, k)
             else:
-                threshold = self.fixed_thresholds[k].to(scores.device)
-            thresholds[k] = threshold
+                threshold = torch.tensor(self.fixed_thresholds[k], device=scores.device)
             name = format_k(k)
-            true_scores = _true_class_scores(scores, target)
-            hits = true_scores >= threshold
-            results[f"avgk_acc@{name}"] = hits.float().mean()
-            results[f"avgk_acc_macro@{name}"] = _per_class_mean(hits, target, self.num_classes)
-            results[f"set_size@{name}"] = mean_set_size(scores, threshold)
+            hits = average_k_hits(scores, target, threshold)
+            result.thresholds[k] = float(threshold)
+            result.values[f"avgk_acc@{name}"] = hits.float().mean()
+            result.values[f"avgk_acc_macro@{name}"] = _per_class_mean(hits, target, self.num_classes)
+            result.values[f"set_size@{name}"] = mean_set_size(scores, threshold)
             if k.is_integer():
-                results[f"topk_acc@{name}"] = topk_accuracy(scores, target, int(k))
+                result.values[f"topk_acc@{name}"] = topk_accuracy(scores, target, int(k))
             if self.diagnostics:
-                results.update(self._diagnostics(scores, target, hits, threshold, k))
-        self.thresholds = thresholds
-        results.update(self._coverage_results(scores, target))
-        return results
-
-    def _diagnostics(self, scores: Tensor, target: Tensor, hits: Tensor, threshold: Tensor, k: float) -> dict:
-        name = format_k(k)
-        set_sizes = average_k_sets(scores, threshold).sum(dim=1)
-        results = {f"{key}@{name}": value for key, value in set_size_diagnostics(set_sizes, hits).items()}
-        if self.class_groups is not None:
-            for group, value in group_accuracy(hits, target, self.class_groups).items():
-                results[f"avgk_acc_{group}@{name}"] = value
-            if k.is_integer():
-                topk_hits = _topk_hits(scores, target, int(k))
-                for group, value in group_accuracy(topk_hits, target, self.class_groups).items():
-                    results[f"topk_acc_{group}@{name}"] = value
-        self.details[k] = {
-            "set_size_histogram": torch.bincount(set_sizes, minlength=self.num_classes + 1).cpu(),
-            "per_class_accuracy": per_class_accuracy(hits, target, self.num_classes).cpu(),
-        }
-        return results
-
-    def _coverage_results(self, scores: Tensor, target: Tensor) -> dict[str, Tensor]:
-        results = {}
+                self._diagnostics(result, scores, target, hits, threshold, k)
+            result.values[f"threshold@{name}"] = threshold
         for coverage in self.coverages:
             if self.fixed_coverage_thresholds is None:
                 threshold = coverage_threshold(scores, target, coverage)
             elif coverage in self.fixed_coverage_thresholds:
-                threshold = self.fixed_coverage_thresholds[coverage].to(scores.device)
+                threshold = torch.tensor(self.fixed_coverage_thresholds[coverage], device=scores.device)
             else:
                 continue  # not calibrated for this coverage (e.g. an older checkpoint)
-            self.coverage_thresholds[coverage] = threshold
             name = format_k(coverage)
-            results[f"coverage@{name}"] = (_true_class_scores(scores, target) >= threshold).float().mean()
-            results[f"coverage_set_size@{name}"] = mean_set_size(scores, threshold)
-        return results
+            result.coverage_thresholds[coverage] = float(threshold)
+            result.values[f"coverage@{name}"] = average_k_hits(scores, target, threshold).float().mean()
+            result.values[f"coverage_set_size@{name}"] = mean_set_size(scores, threshold)
+            result.values[f"coverage_threshold@{name}"] = threshold
+        return result
+
+    def _diagnostics(
+        self, result: EvaluationResult, scores: Tensor, target: Tensor, hits: Tensor, threshold: Tensor, k: float
+    ) -> None:
+        name = format_k(k)
+        set_sizes = average_k_sets(scores, threshold).sum(dim=1)
+        for key, value in set_size_diagnostics(set_sizes, hits).items():
+            result.values[f"{key}@{name}"] = value
+        if self.class_groups is not None:
+            for group, value in group_accuracy(hits, target, self.class_groups).items():
+                result.values[f"avgk_acc_{group}@{name}"] = value
+            if k.is_integer():
+                topk_hits = _topk_hits(scores, target, int(k))
+                for group, value in group_accuracy(topk_hits, target, self.class_groups).items():
+                    result.values[f"topk_acc_{group}@{name}"] = value
+        result.set_size_histograms[k] = torch.bincount(set_sizes, minlength=self.num_classes + 1).cpu()
+        result.per_class_accuracy[k] = per_class_accuracy(hits, target, self.num_classes).cpu()

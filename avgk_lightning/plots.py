@@ -18,11 +18,11 @@ from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor
 
-from avgk_lightning.metrics import format_k
+from avgk_lightning.naming import HEAD_TITLES, format_k, prefix, report_heads
+from avgk_lightning.paths import free_path
 
 __all__ = ["TestPlots", "accuracy_against_k", "per_class_accuracy_against_frequency", "set_size_histogram"]
 
-_TITLES = {"multilabel": "multi-label head", "softmax": "softmax head", "oracle": "Bayes oracle"}
 _COLOURS = {"multilabel": "tab:blue", "softmax": "tab:orange", "oracle": "tab:green"}
 
 
@@ -48,7 +48,7 @@ def set_size_histogram(histograms: Mapping[str, Tensor], k: float):
         fractions = counts[: largest + 1].double() / counts.sum()
         sizes = torch.arange(largest + 1).double() + (position - (len(histograms) - 1) / 2) * width
         axes.bar(
-            sizes.tolist(), fractions.tolist(), width=width, label=_TITLES.get(head, head), color=_COLOURS.get(head)
+            sizes.tolist(), fractions.tolist(), width=width, label=HEAD_TITLES.get(head, head), color=_COLOURS.get(head)
         )
     axes.axvline(k, color="grey", linestyle="--", linewidth=1, label=f"K = {format_k(k)} (the mean)")
     axes.set_xlabel("set size")
@@ -68,17 +68,18 @@ def accuracy_against_k(results: Mapping[str, float], stage: str, ks: Sequence[fl
         'test accuracy'
     """
     figure, axes = _figure()
-    heads = [set_head] + [head for head in ("softmax", "oracle") if head != set_head]
-    for head in heads:
-        prefix = f"{stage}/" if head == set_head else f"{stage}/{head}/"
+    for head in report_heads(set_head):
+        start = prefix(stage, head, set_head)
         for metric, style, label in (("avgk_acc", "-o", "average-K"), ("topk_acc", "--s", "top-K")):
             points = [
-                (k, results[f"{prefix}{metric}@{format_k(k)}"])
+                (k, results[f"{start}{metric}@{format_k(k)}"])
                 for k in ks
-                if f"{prefix}{metric}@{format_k(k)}" in results
+                if f"{start}{metric}@{format_k(k)}" in results
             ]
             if points:
-                axes.plot(*zip(*points), style, color=_COLOURS.get(head), label=f"{label}, {_TITLES.get(head, head)}")
+                axes.plot(
+                    *zip(*points), style, color=_COLOURS.get(head), label=f"{label}, {HEAD_TITLES.get(head, head)}"
+                )
     axes.set_xscale("log")
     axes.set_xticks(list(ks), [format_k(k) for k in ks])
     axes.minorticks_off()
@@ -110,7 +111,7 @@ def per_class_accuracy_against_frequency(
             s=14,
             alpha=0.7,
             color=_COLOURS.get(head),
-            label=_TITLES.get(head, head),
+            label=HEAD_TITLES.get(head, head),
         )
     for boundary in boundaries:
         axes.axvline(boundary, color="grey", linestyle=":", linewidth=1)
@@ -126,15 +127,6 @@ def per_class_accuracy_against_frequency(
     axes.set_title(f"Per-class accuracy against class frequency (groups at {', '.join(map(str, boundaries))})")
     axes.legend()
     return figure
-
-
-def _free_path(path: Path) -> Path:
-    """`path`, or `name-1.png`, `name-2.png`, ... if it exists: a figure never replaces another."""
-    candidate, number = path, 0
-    while candidate.exists():
-        number += 1
-        candidate = path.with_name(f"{path.stem}-{number}{path.suffix}")
-    return candidate
 
 
 class TestPlots(Callback):
@@ -155,24 +147,23 @@ class TestPlots(Callback):
         self.paths: list[Path] = []
 
     def on_test_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        details = getattr(pl_module, "test_details", None)
-        results = getattr(pl_module, "test_results", None)
-        if not self.enabled or not trainer.is_global_zero or not details or not results:
+        from avgk_lightning.module import TwoHeadModule
+
+        if not self.enabled or not trainer.is_global_zero or not isinstance(pl_module, TwoHeadModule):
             return
-        k = pl_module.k
+        results, k = pl_module.test_results, pl_module.k
+        if not results:
+            return
+        logged = pl_module.evaluation.logged("test", results)
         figures = {
             "set_size_histogram": set_size_histogram(
-                {head: by_k[k]["set_size_histogram"] for head, by_k in details.items() if k in by_k}, k
+                {head: result.set_size_histograms[k] for head, result in results.items()}, k
             ),
-            "accuracy_against_k": accuracy_against_k(results, "test", pl_module.eval_ks, pl_module.loss.set_head),
+            "accuracy_against_k": accuracy_against_k(logged, "test", pl_module.eval_ks, pl_module.loss.set_head),
         }
         if pl_module.class_counts is not None:
             figures["per_class_accuracy_against_frequency"] = per_class_accuracy_against_frequency(
-                {
-                    head: by_k[k]["per_class_accuracy"]
-                    for head, by_k in details.items()
-                    if k in by_k and head != "oracle"
-                },
+                {head: result.per_class_accuracy[k] for head, result in results.items() if head != "oracle"},
                 pl_module.class_counts,
                 k,
                 pl_module.hparams.get("frequency_boundaries", (20, 100)),
@@ -181,7 +172,7 @@ class TestPlots(Callback):
         directory.mkdir(parents=True, exist_ok=True)
         self.paths = []
         for name, figure in figures.items():
-            path = _free_path(directory / f"{name}.png")
+            path = free_path(directory / f"{name}.png")
             figure.savefig(path)
             self.paths.append(path)
             for logger in trainer.loggers:

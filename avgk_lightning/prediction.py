@@ -11,6 +11,7 @@ from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import BasePredictionWriter
 from lightning.pytorch.utilities import rank_zero_info
 
+from avgk_lightning.data.base import IndexedDataset
 from avgk_lightning.errors import InvalidInputError
 
 __all__ = ["SetPredictionWriter"]
@@ -70,6 +71,8 @@ class SetPredictionWriter(BasePredictionWriter):
     def _identifier(trainer: Trainer, index: int) -> str:
         dataloaders = trainer.predict_dataloaders
         dataset = getattr(dataloaders, "dataset", None)
+        if isinstance(dataset, IndexedDataset):
+            dataset = dataset.dataset
         paths = getattr(dataset, "paths", None)
         if paths is not None:
             return str(paths[index])

@@ -6,11 +6,10 @@ from collections.abc import Mapping, Sequence
 
 from torch import Tensor
 
-from avgk_lightning.metrics import format_k
+from avgk_lightning.metrics import EvaluationResult
+from avgk_lightning.naming import HEAD_TITLES, format_k, heads_in, prefix, report_heads
 
-__all__ = ["diagnostics_table", "results_table", "set_size_table"]
-
-_HEAD_TITLES = {"multilabel": "multi-label head", "softmax": "softmax head", "oracle": "Bayes oracle"}
+__all__ = ["diagnostics_table", "results_table", "set_size_table", "test_report"]
 
 
 def results_table(results: Mapping[str, float], stage: str, ks: Sequence[float], set_head: str) -> str:
@@ -31,14 +30,13 @@ def results_table(results: Mapping[str, float], stage: str, ks: Sequence[float],
         |---|---|---|---|
         | 1 | 0.5000 | 0.4000 | - |
     """
-    heads = [set_head] + [head for head in ("softmax", "oracle") if head != set_head]
-    prefixes = {head: f"{stage}/" if head == set_head else f"{stage}/{head}/" for head in heads}
-    heads = [head for head in heads if any(name.startswith(prefixes[head] + "avgk_acc@") for name in results)]
-    columns = [(f"avg-K acc, {_HEAD_TITLES[head]}", prefixes[head] + "avgk_acc@", "{:.4f}") for head in heads]
+    heads = heads_in(results, stage, set_head)
+    prefixes = {head: prefix(stage, head, set_head) for head in report_heads(set_head)}
+    columns = [(f"avg-K acc, {HEAD_TITLES[head]}", prefixes[head] + "avgk_acc@", "{:.4f}") for head in heads]
     # Top-K (sets of exactly K) from the softmax head where it was trained, else from the set head.
     topk_head = "softmax" if "softmax" in heads else set_head
-    columns.append((f"top-K acc, {_HEAD_TITLES[topk_head]}", prefixes[topk_head] + "topk_acc@", "{:.4f}"))
-    columns.append((f"mean set size, {_HEAD_TITLES[set_head]}", prefixes[set_head] + "set_size@", "{:.3f}"))
+    columns.append((f"top-K acc, {HEAD_TITLES[topk_head]}", prefixes[topk_head] + "topk_acc@", "{:.4f}"))
+    columns.append((f"mean set size, {HEAD_TITLES[set_head]}", prefixes[set_head] + "set_size@", "{:.3f}"))
     lines = ["| K | " + " | ".join(title for title, _, _ in columns) + " |", "|---" * (len(columns) + 1) + "|"]
     for k in ks:
         cells = []
@@ -79,15 +77,14 @@ def diagnostics_table(
         |---|---|---|---|---|---|---|---|---|---|---|
         | softmax head | 1 | 0.2500 | - | - | - | - | - | - | 0.1000 | - |
     """
-    heads = [set_head] + [head for head in ("softmax", "oracle") if head != set_head]
-    prefixes = {head: f"{stage}/" if head == set_head else f"{stage}/{head}/" for head in heads}
-    present = [head for head in heads if any(name.startswith(prefixes[head] + "avgk_acc@") for name in results)]
+    present = heads_in(results, stage, set_head)
+    prefixes = {head: prefix(stage, head, set_head) for head in report_heads(set_head)}
     topk_head = "softmax" if "softmax" in present else set_head
     header = "| sets | K | " + " | ".join(title for title, _ in _DIAGNOSTIC_COLUMNS) + " |"
     lines = [header, "|---" * (len(_DIAGNOSTIC_COLUMNS) + 2) + "|"]
-    rows = [(_HEAD_TITLES[head], prefixes[head], "") for head in present]
-    rows.append((f"top-K, {_HEAD_TITLES[topk_head]}", prefixes[topk_head], "topk"))
-    for title, prefix, kind in rows:
+    rows = [(HEAD_TITLES[head], prefixes[head], "") for head in present]
+    rows.append((f"top-K, {HEAD_TITLES[topk_head]}", prefixes[topk_head], "topk"))
+    for title, start, kind in rows:
         for k in ks:
             if kind == "topk" and not float(k).is_integer():
                 continue
@@ -95,7 +92,7 @@ def diagnostics_table(
             for column, name in _DIAGNOSTIC_COLUMNS:
                 if kind == "topk":
                     name = name.replace("avgk_acc", "topk_acc") if column in ("few", "medium", "many") else None
-                value = None if name is None else results.get(prefix + name + format_k(k))
+                value = None if name is None else results.get(start + name + format_k(k))
                 cells.append("-" if value is None else f"{value:.4f}")
             if kind == "topk" and all(cell == "-" for cell in cells):
                 continue
@@ -107,7 +104,7 @@ def diagnostics_table(
             value = results.get(f"{prefixes[head]}coverage@{name}")
             size = results.get(f"{prefixes[head]}coverage_set_size@{name}")
             if value is not None and size is not None:
-                coverage_lines.append(f"| {_HEAD_TITLES[head]} | {name} | {value:.4f} | {size:.3f} |")
+                coverage_lines.append(f"| {HEAD_TITLES[head]} | {name} | {value:.4f} | {size:.3f} |")
     if coverage_lines:
         lines += ["", "| sets | target coverage | test coverage | mean set size |", "|---|---|---|---|"]
         lines += coverage_lines
@@ -130,5 +127,24 @@ def set_size_table(histograms: Mapping[str, Tensor], k: float, largest: int = 10
         shares = counts.double() / counts.sum()
         cells = [float(shares[size]) if size < len(shares) else 0.0 for size in range(largest)]
         cells.append(float(shares[largest:].sum()))
-        lines.append(f"| {_HEAD_TITLES.get(head, head)} | " + " | ".join(f"{cell:.4f}" for cell in cells) + " |")
+        lines.append(f"| {HEAD_TITLES.get(head, head)} | " + " | ".join(f"{cell:.4f}" for cell in cells) + " |")
     return "\n".join(lines)
+
+
+def test_report(
+    results: Mapping[str, EvaluationResult],
+    logged: Mapping[str, float],
+    ks: Sequence[float],
+    k: float,
+    set_head: str,
+    coverages: Sequence[float] = (),
+) -> str:
+    """The three tables printed at the end of ``test``: results, diagnostics, and set sizes at the model's `k`."""
+    histograms = {head: result.set_size_histograms[k] for head, result in results.items()}
+    return "\n\n".join(
+        (
+            results_table(logged, "test", ks, set_head),
+            diagnostics_table(logged, "test", ks, set_head, coverages),
+            set_size_table(histograms, k),
+        )
+    )

@@ -67,7 +67,13 @@ from lightning.pytorch import Callback
 
 from avgk_lightning.cli import run_cli
 from avgk_lightning.losses import LOSSES, _resolve_loss_class
-from avgk_lightning.metrics import format_k
+from avgk_lightning.naming import format_k
+from avgk_lightning.naming import prefix as logged_prefix
+
+# The logged test names of the head that makes the sets, of the softmax head and of the Bayes oracle.
+SET_PREFIX = logged_prefix("test", "set", set_head="set")  # "test/"
+SOFTMAX_PREFIX = logged_prefix("test", "softmax", set_head="set")  # "test/softmax/"
+ORACLE_PREFIX = logged_prefix("test", "oracle", set_head="set")  # "test/oracle/"
 
 ALL_METHODS = ("two_head", "softmax", "an", "an_ls", "wan", "epr", "role", "em")
 TIE = 0.0005
@@ -262,9 +268,9 @@ def _row_title(record: dict, head: str) -> str:
 
 def _heads(record: dict) -> list[tuple[str, str]]:
     """(head key, metric prefix) of the rows of a run: the set head, and the softmax head of a two-head model."""
-    heads = [("set", "test/")]
-    if any(name.startswith("test/softmax/") for name in next(iter(record["results"].values()))):
-        heads.append(("softmax", "test/softmax/"))
+    heads = [("set", SET_PREFIX)]
+    if any(name.startswith(SOFTMAX_PREFIX) for name in next(iter(record["results"].values()))):
+        heads.append(("softmax", SOFTMAX_PREFIX))
     return heads
 
 
@@ -277,8 +283,8 @@ def _metric_rows(records: Sequence[dict], setting: str, labels: Sequence[str], c
             continue
         for head, prefix in _heads(first):
             rows.append((_row_title(first, head), label, prefix))
-    if any(name.startswith("test/oracle/") for r in records for name in r["results"][checkpoint]):
-        rows.append(("Bayes oracle", labels[0], "test/oracle/"))
+    if any(name.startswith(ORACLE_PREFIX) for r in records for name in r["results"][checkpoint]):
+        rows.append(("Bayes oracle", labels[0], ORACLE_PREFIX))
     return rows
 
 
@@ -326,7 +332,7 @@ def paired_differences(
     differences = []
     for seed in seeds:
         value = _value(runs[seed], checkpoint, prefix, metric, k)
-        base = _value(references[seed], checkpoint, "test/", metric, k)
+        base = _value(references[seed], checkpoint, SET_PREFIX, metric, k)
         if value is None or base is None:
             return None
         differences.append(value - base)
@@ -350,7 +356,7 @@ def _comparisons(records: Sequence[dict], setting: str, labels: Sequence[str]) -
         for label in labels:
             method = next((r["method"] for r in records if r["label"] == label), None)
             if label != "two_head" and method == "two_head":
-                comparisons.append((f"{label} - two_head", label, "test/", "two_head"))
+                comparisons.append((f"{label} - two_head", label, SET_PREFIX, "two_head"))
     return comparisons
 
 
@@ -562,7 +568,7 @@ def _jobs(args: argparse.Namespace) -> list[Job]:
 def _progress(started: float, job: Job, record: dict, checkpoints: Sequence[str]) -> str:
     k = record["k"]
     scores = ", ".join(
-        f"{name} (epoch {record['epochs'][name]}) {record['results'][name][f'test/avgk_acc@{format_k(k)}']:.4f}"
+        f"{name} (epoch {record['epochs'][name]}) {record['results'][name][f'{SET_PREFIX}avgk_acc@{format_k(k)}']:.4f}"
         for name in checkpoints
     )
     return (

@@ -35,7 +35,7 @@ import torch
 from lightning.pytorch import Callback
 
 from avgk_lightning.functional import batch_pseudo_label_threshold, pseudo_labels
-from avgk_lightning.metrics import format_k
+from avgk_lightning.naming import format_k, monitor_name
 from benchmarks.compare import build_run
 
 
@@ -47,7 +47,7 @@ class PseudoLabelAudit(Callback):
         self._threshold: float | None = None
 
     def on_train_epoch_start(self, trainer: Any, pl_module: Any) -> None:
-        self._threshold = pl_module.pseudo_label_threshold  # None: the batch rule (first epoch)
+        self._threshold = pl_module.pseudo_label_rule.threshold  # None: the batch rule (first epoch)
 
     @torch.no_grad()
     def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
@@ -57,9 +57,8 @@ class PseudoLabelAudit(Callback):
         scores = {"softmax": [], "multilabel": []}
         for start in range(0, len(data.train_dataset), 1024):
             images = data.prepare_images(data.train_dataset.images[start : start + 1024].to(pl_module.device))
-            softmax_logits, multilabel_logits = pl_module(images)
-            scores["softmax"].append(softmax_logits.float().softmax(dim=1))
-            scores["multilabel"].append(multilabel_logits.float().sigmoid())
+            for head, head_scores in pl_module.network.scores(images).items():
+                scores[head].append(head_scores)
         pl_module.train(was_training)
         probs, sigmoid = torch.cat(scores["softmax"]), torch.cat(scores["multilabel"])
         noisy, clean = data.train_dataset.labels.to(probs.device), data.clean_train_labels.to(probs.device)
@@ -71,9 +70,9 @@ class PseudoLabelAudit(Callback):
         )
         labels = pseudo_labels(probs, noisy, threshold)
         rows = torch.arange(len(clean), device=probs.device)
-        calibrated = {head: values.get(pl_module.k) for head, values in pl_module.average_k_thresholds.items()}
+        calibrated = {head: values.get(pl_module.k) for head, values in pl_module.calibration.average_k.items()}
         metrics = trainer.callback_metrics
-        name = f"avgk_acc@{format_k(pl_module.k)}"
+        name = monitor_name(pl_module.k).removeprefix("val/")
         self.rows.append(
             {
                 "epoch": trainer.current_epoch,

@@ -50,7 +50,7 @@ def main(out_dir: str, devices: int) -> None:
     trainer.fit(model, data)
     (out / f"batches_rank{trainer.global_rank}.json").write_text(json.dumps(recorder.batches))
     if trainer.global_rank == 0:
-        torch.save(model.loss.extra_state(), out / "estimates.pt")
+        torch.save(model.loss.estimates.state_dict(), out / "estimates.pt")
 
 
 if __name__ == "__main__":

@@ -39,7 +39,8 @@ class ThresholdProbe(Callback):
         self.thresholds = []
 
     def on_train_epoch_start(self, trainer, pl_module):
-        self.thresholds.append(pl_module.pseudo_label_threshold)
+        rule = pl_module.pseudo_label_rule
+        self.thresholds.append(None if rule is None else rule.threshold)
 
 
 @pytest.mark.parametrize("k", [2, 3, 5, 10])

@@ -176,7 +176,7 @@ def test_a_subclass_with_its_own_backbone_trains_by_class_path(tmp_path):
     cli = _run(
         "fit", tmp_path, "--model=tests.helpers.TinyCNNModule", "--model.init_args.width=8", "--model.init_args.k=2"
     )
-    assert isinstance(cli.model, TinyCNNModule) and cli.model.softmax_head.in_features == 8
+    assert isinstance(cli.model, TinyCNNModule) and cli.model.network.softmax_head.in_features == 8
     assert (tmp_path / "version_0" / "checkpoints" / "best.ckpt").is_file()
     assert "val/avgk_acc@2" in cli.trainer.callback_metrics
 

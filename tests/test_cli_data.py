@@ -53,7 +53,7 @@ def test_cifar100_fit_and_test_with_label_noise(tmp_path):
     record = json.loads((tmp_path / "runs" / "version_0" / "label_noise.json").read_text())
     assert record["realised_noise_rate"] == pytest.approx(len(record["train_index_of_changed_labels"]) / 300)
     assert 0.15 < record["realised_noise_rate"] < 0.45
-    assert fit.model.num_classes == 100 and isinstance(fit.model.backbone.maxpool, torch.nn.Identity)
+    assert fit.model.num_classes == 100 and isinstance(fit.model.network.backbone.maxpool, torch.nn.Identity)
     for name in ("test/avgk_acc@3", "test/softmax/avgk_acc@3", "test/topk_acc@5", "test/set_size@10"):
         assert name in test.trainer.callback_metrics
 

@@ -128,5 +128,7 @@ def test_predict_dir_images_are_resized_to_cifar_inputs(cifar_dir, tmp_path):
     write_image(tmp_path / "new" / "photo.jpg", seed=3, size=(64, 48))
     data = _module(cifar_dir, predict_dir=tmp_path / "new")
     data.setup("predict")
-    image, index = data.predict_dataset[0]
-    assert image.shape == (3, 32, 32) and index == 0
+    (image,) = data.predict_dataset[0]  # no label: the batch's target is None
+    assert image.shape == (3, 32, 32)
+    batch = next(iter(data.predict_dataloader()))
+    assert batch.target is None and batch.index.tolist() == [0]

@@ -148,18 +148,20 @@ def test_batches_are_normalised_on_the_device_and_augmented_in_training_only(fas
     folder, _ = fashion
     data = _module(folder, padding=4)
     data.setup("fit")
-    images, labels = next(iter(data.train_dataloader()))
+    batch = next(iter(data.train_dataloader()))
+    images, labels = batch.images, batch.target
     assert images.dtype == torch.uint8  # the loader only indexes
     data.trainer = SimpleNamespace(training=False)
-    evaluated, same_labels = data.on_after_batch_transfer([images, labels], 0)
+    evaluated = data.on_after_batch_transfer(batch, 0)
     expected = ((images.float() / 255 - 0.2860) / 0.3530).expand(-1, 3, -1, -1)
-    assert torch.allclose(evaluated, expected, atol=1e-6) and same_labels is labels
+    assert torch.allclose(evaluated.images, expected, atol=1e-6) and evaluated.target is labels
+    assert evaluated.index is batch.index
     data.trainer = SimpleNamespace(training=True)
-    trained, _ = data.on_after_batch_transfer([images, labels], 0)
-    assert trained.shape == evaluated.shape and not torch.equal(trained, evaluated)
+    trained = data.on_after_batch_transfer(batch, 0).images
+    assert trained.shape == evaluated.images.shape and not torch.equal(trained, evaluated.images)
     single = _module(folder, channels=1, augment=False)
     single.trainer = SimpleNamespace(training=True)
-    assert torch.equal(single.on_after_batch_transfer([images, labels], 0)[0], expected[:, :1])
+    assert torch.equal(single.on_after_batch_transfer([images, labels], 0).images, expected[:, :1])  # a plain tuple
 
 
 def test_predict_dir_images_become_grey_28x28(fashion, tmp_path):
@@ -167,8 +169,8 @@ def test_predict_dir_images_become_grey_28x28(fashion, tmp_path):
     write_image(tmp_path / "new" / "photo.jpg", seed=3, size=(64, 48))
     data = _module(folder, predict_dir=tmp_path / "new")
     data.setup("predict")
-    image, index = data.predict_dataset[0]
-    assert image.dtype == torch.uint8 and tuple(image.shape) == (1, 28, 28) and index == 0
+    (image,) = data.predict_dataset[0]  # no label: the batch's target is None
+    assert image.dtype == torch.uint8 and tuple(image.shape) == (1, 28, 28)
 
 
 def test_missing_files_are_named_with_how_to_get_them(tmp_path):

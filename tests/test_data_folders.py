@@ -21,8 +21,8 @@ def test_classes_come_from_the_training_split(tmp_path):
     assert data.class_names == ["daisy", "rose", "tulip"] and data.num_classes == 3
     assert data.class_counts.tolist() == [2, 3, 1]
     assert data.test_dataset.labels.tolist() == [2, 2]  # a class absent from val is fine
-    images, targets = next(iter(data.val_dataloader()))
-    assert images.shape == (2, 3, 32, 32) and targets.tolist() == [0, 1]
+    batch = next(iter(data.val_dataloader()))
+    assert batch.images.shape == (2, 3, 32, 32) and batch.target.tolist() == [0, 1]
 
 
 def test_unknown_class_in_val_is_named(tmp_path):
@@ -70,8 +70,8 @@ def test_predict_dir_yields_every_image_with_its_index(tmp_path):
     data = _folder(tmp_path / "data", predict_dir=tmp_path / "new")
     data.setup("predict")
     assert [p.name for p in data.predict_dataset.paths] == ["a.png", "b.jpg"]
-    images, indices = next(iter(data.predict_dataloader()))
-    assert images.shape == (2, 3, 32, 32) and indices.tolist() == [0, 1]
+    batch = next(iter(data.predict_dataloader()))
+    assert batch.images.shape == (2, 3, 32, 32) and batch.target is None and batch.index.tolist() == [0, 1]
 
 
 def test_timm_model_transforms_on_request(tmp_path):
@@ -128,8 +128,8 @@ def test_plantnet_species_folder_unknown_to_the_mapping_is_named(plantnet_dir):
 def test_plantnet_batches_are_long_labels(plantnet_dir):
     data = PlantNet300KDataModule(plantnet_dir, image_size=32, resize_size=36, batch_size=8, num_workers=0)
     data.setup("fit")
-    images, targets = next(iter(data.train_dataloader()))
-    assert images.dtype == torch.float32 and targets.dtype == torch.long
+    batch = next(iter(data.train_dataloader()))
+    assert batch.images.dtype == torch.float32 and batch.target.dtype == torch.long
 
 
 def test_a_last_training_batch_of_one_sample_is_left_to_the_next_shuffle(tmp_path):

@@ -55,10 +55,9 @@ def test_breakdown_by_class_frequency_and_by_set_size_by_hand():
 
 def test_set_size_histogram_and_per_class_accuracy_are_kept_for_plots():
     evaluation = _evaluation()
-    evaluation.compute()
-    details = evaluation.details[1.5]
-    assert details["set_size_histogram"].tolist() == [1, 2, 2, 1, 0]  # sizes 0..4
-    assert details["per_class_accuracy"].tolist() == pytest.approx([1.0, 1.0, 1 / 3, 0.0])
+    result = evaluation.compute()
+    assert result.set_size_histograms[1.5].tolist() == [1, 2, 2, 1, 0]  # sizes 0..4
+    assert result.per_class_accuracy[1.5].tolist() == pytest.approx([1.0, 1.0, 1 / 3, 0.0])
 
 
 def test_the_diagnostics_table_shows_the_numbers():
@@ -102,7 +101,7 @@ def test_coverage_is_calibrated_on_validation_and_applied_at_test():
     validation = AverageKEvaluation(10, [2], coverages=[0.9])
     validation.update(scores[:200], target[:200])
     results = validation.compute()
-    threshold = validation.coverage_thresholds[0.9]
+    threshold = results.coverage_thresholds[0.9]
     assert threshold == coverage_threshold(scores[:200], target[:200], 0.9)
     assert results["coverage@0.9"] >= 0.9
     test = AverageKEvaluation(10, [2], thresholds={2: 0.1}, coverages=[0.9])

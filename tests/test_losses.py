@@ -82,7 +82,7 @@ def test_entropy_maximisation_by_hand():
 def _role_with_zero_estimates(estimator_lr: float = 1.0) -> RegularisedOnlineLabelEstimationLoss:
     loss = RegularisedOnlineLabelEstimationLoss(k=1.0, estimator_lr=estimator_lr)
     loss.setup_samples(5)
-    loss.load_extra_state({"estimate_logits": torch.zeros(5, 4), "seen": torch.ones(5, dtype=torch.bool)})
+    loss.estimates.load_state_dict({"estimate_logits": torch.zeros(5, 4), "seen": torch.ones(5, dtype=torch.bool)})
     return loss
 
 
@@ -104,13 +104,13 @@ def test_role_classifier_loss_and_estimator_step_by_hand():
         for j in range(4):
             g = sigmoid(LOGITS[sample, j].item())
             gradient = -0.25 * (j == TARGET[sample].item()) + 0.5 * (0.5 - g) + 0.0625
-            assert loss.estimate_logits[row, j].item() == pytest.approx(-gradient, abs=1e-6), (row, j)
+            assert loss.estimates.logits[row, j].item() == pytest.approx(-gradient, abs=1e-6), (row, j)
 
 
 def test_role_updates_only_the_rows_of_the_batch():
     loss = _role_with_zero_estimates()
     loss(None, LOGITS, TARGET, sample_indices=torch.tensor([4, 0]))
-    changed = (loss.estimate_logits != 0).any(dim=1)
+    changed = (loss.estimates.logits != 0).any(dim=1)
     assert changed.tolist() == [True, False, False, False, True]
 
 
@@ -119,12 +119,12 @@ def test_role_sets_the_observed_entry_high_on_first_visit():
     loss.setup_samples(6)
     loss(None, LOGITS, TARGET, sample_indices=torch.tensor([5, 2]))
     initial = math.log(0.995 / 0.005)
-    assert loss.estimate_logits[5, 0].item() == pytest.approx(initial, abs=1e-5)
-    assert loss.estimate_logits[2, 2].item() == pytest.approx(initial, abs=1e-5)
+    assert loss.estimates.logits[5, 0].item() == pytest.approx(initial, abs=1e-5)
+    assert loss.estimates.logits[2, 2].item() == pytest.approx(initial, abs=1e-5)
     bound = math.log(0.6 / 0.4)
-    others = loss.estimate_logits[[0, 1, 3, 4]]
+    others = loss.estimates.logits[[0, 1, 3, 4]]
     assert others.abs().max() <= bound and others.std() > 0.1  # the uniform initialisation
-    assert loss.seen.tolist() == [False, False, True, False, False, True]
+    assert loss.estimates.seen.tolist() == [False, False, True, False, False, True]
 
 
 @pytest.mark.parametrize("method", ["an", "an_ls", "wan", "epr", "em", "role"])
@@ -132,23 +132,23 @@ def test_baselines_train_the_multilabel_head_and_never_the_softmax_head(method):
     torch.manual_seed(0)
     model = TwoHeadModule(num_classes=6, backbone="resnet18", k=2, method=method)
     assert model.evaluation_heads == ["multilabel"] and model.loss.set_head == "multilabel"
-    assert not any(p.requires_grad for p in model.softmax_head.parameters())
+    assert not any(p.requires_grad for p in model.network.softmax_head.parameters())
     images, target = torch.randn(8, 3, 32, 32), torch.randint(0, 6, (8,))
     if method == "role":
         model.loss.setup_samples(8)
     softmax_logits, multilabel_logits = model(images)
     terms = model.loss(softmax_logits, multilabel_logits, target, None, torch.arange(8))
     terms["loss"].backward()
-    assert model.softmax_head.weight.grad is None
-    assert model.multilabel_head.weight.grad.abs().sum() > 0
-    assert model.backbone.conv1.weight.grad.abs().sum() > 0
+    assert model.network.softmax_head.weight.grad is None
+    assert model.network.multilabel_head.weight.grad.abs().sum() > 0
+    assert model.network.backbone.conv1.weight.grad.abs().sum() > 0
 
 
 def test_role_estimates_get_no_gradient_from_the_network_loss():
     loss = _role_with_zero_estimates()
     logits = LOGITS.clone().requires_grad_(True)
     loss(None, logits, TARGET, sample_indices=torch.tensor([0, 1]))["loss"].backward()
-    assert not loss.estimate_logits.requires_grad and logits.grad.abs().sum() > 0
+    assert not loss.estimates.logits.requires_grad and logits.grad.abs().sum() > 0
 
 
 def test_every_method_of_the_issue_is_registered():

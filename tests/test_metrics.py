@@ -71,19 +71,19 @@ def test_evaluation_reports_every_k_and_reuses_fixed_thresholds():
     for k, name in ((1, "1"), (2.5, "2.5"), (3, "3")):
         lam = np.float32(reference_threshold(scores.numpy(), k))
         micro, macro, size = _reference(scores, target, lam)
-        assert evaluation.thresholds[float(k)].item() == lam
+        assert results.thresholds[float(k)] == lam
         assert results[f"avgk_acc@{name}"].item() == pytest.approx(micro)
         assert results[f"avgk_acc_macro@{name}"].item() == pytest.approx(macro)
         assert results[f"set_size@{name}"].item() == pytest.approx(size)
     assert "topk_acc@2.5" not in results and "topk_acc@3" in results
     # test mode: the validation thresholds are applied unchanged to other scores
-    test = AverageKEvaluation(9, [1, 2.5, 3], thresholds={k: v.item() for k, v in evaluation.thresholds.items()})
+    test = AverageKEvaluation(9, [1, 2.5, 3], thresholds=results.thresholds)
     other, other_target = _data(seed=5)
     test.update(other, other_target)
     test_results = test.compute()
-    lam = evaluation.thresholds[2.5].item()
+    lam = results.thresholds[2.5]
     assert test_results["avgk_acc@2.5"].item() == pytest.approx(_reference(other, other_target, np.float32(lam))[0])
-    assert test.thresholds[2.5].item() == lam
+    assert test_results.thresholds[2.5] == lam
 
 
 def test_evaluation_names_missing_thresholds():

@@ -33,7 +33,7 @@ def test_small_vgg_is_listed_by_timm_and_usable_by_name_in_the_module():
     model = TwoHeadModule(num_classes=10, backbone="small_vgg", k=2)
     softmax_logits, multilabel_logits = model(torch.zeros(4, 3, 28, 28))
     assert softmax_logits.shape == multilabel_logits.shape == (4, 10)
-    assert model.softmax_head.in_features == 512
+    assert model.network.softmax_head.in_features == 512
 
 
 def test_small_vgg_refuses_pretrained_weights():

@@ -20,10 +20,10 @@ def test_forward_returns_both_heads_sized_from_the_backbone():
 def test_head_width_matches_a_real_forward_pass(name):
     model = TwoHeadModule(num_classes=5, backbone=name, k=2).eval()
     with torch.no_grad():
-        features = model.backbone(torch.randn(2, 3, 64, 64))
-    assert model.softmax_head.in_features == features.shape[1] == model.multilabel_head.in_features
+        features = model.network.backbone(torch.randn(2, 3, 64, 64))
+    assert model.network.softmax_head.in_features == features.shape[1] == model.network.multilabel_head.in_features
     if name.startswith("mobilenetv3"):
-        assert features.shape[1] == 1024 != model.backbone.num_features  # the timm pitfall
+        assert features.shape[1] == 1024 != model.network.backbone.num_features  # the timm pitfall
 
 
 def test_local_weights_file_is_loaded_without_network(tmp_path):
@@ -32,7 +32,7 @@ def test_local_weights_file_is_loaded_without_network(tmp_path):
     path = tmp_path / "resnet18.pth"
     torch.save(reference.state_dict(), path)
     model = TwoHeadModule(num_classes=5, backbone="resnet18", weights_path=str(path), k=2)
-    assert torch.equal(model.backbone.conv1.weight, reference.conv1.weight)
+    assert torch.equal(model.network.backbone.conv1.weight, reference.conv1.weight)
 
 
 def test_unknown_backbone_suggests_close_timm_names():
@@ -65,7 +65,7 @@ def test_bad_module_arguments_raise_clear_errors(kwargs, message):
 
 def test_softmax_method_freezes_the_multilabel_head():
     model = TwoHeadModule(num_classes=5, method="softmax", k=2)
-    assert not any(p.requires_grad for p in model.multilabel_head.parameters())
+    assert not any(p.requires_grad for p in model.network.multilabel_head.parameters())
     assert model.loss.set_head == "softmax" and model.evaluation_heads == ["softmax"]
 
 
@@ -136,9 +136,9 @@ def test_pseudo_labels_carry_no_gradient_and_bce_reaches_the_softmax_head_only_t
     assert not labels.requires_grad
     bce = build_loss("two_head", mu=1.0)(softmax_logits, multilabel_logits, target, labels)["binary_cross_entropy"]
     bce.backward()
-    assert model.softmax_head.weight.grad is None  # BCE does not reach the softmax head directly
-    assert model.multilabel_head.weight.grad.abs().sum() > 0
-    assert model.backbone.conv1.weight.grad.abs().sum() > 0  # it reaches the shared backbone
+    assert model.network.softmax_head.weight.grad is None  # BCE does not reach the softmax head directly
+    assert model.network.multilabel_head.weight.grad.abs().sum() > 0
+    assert model.network.backbone.conv1.weight.grad.abs().sum() > 0  # it reaches the shared backbone
 
 
 def test_checkpoint_from_another_data_set_or_method_is_refused():
@@ -147,7 +147,7 @@ def test_checkpoint_from_another_data_set_or_method_is_refused():
     model.on_save_checkpoint(checkpoint)
     with pytest.raises(ValueError, match="num_classes=5, but the model has num_classes=6"):
         TwoHeadModule(num_classes=6, k=2).on_load_checkpoint(checkpoint)
-    with pytest.raises(ValueError, match="--model.method two_head"):
+    with pytest.raises(ValueError, match="--model.init_args.method two_head"):
         TwoHeadModule(num_classes=5, k=2, method="softmax").on_load_checkpoint(checkpoint)
     named = TwoHeadModule(num_classes=3, k=2, class_names=["oak", "ash", "elm"])
     checkpoint = {"hyper_parameters": dict(named.hparams)}
@@ -187,10 +187,10 @@ class _HeadSnapshot(Callback):
         self.weights = []
 
     def on_train_epoch_start(self, trainer, pl_module):
-        self.weights.append(pl_module.multilabel_head.weight.detach().clone())
+        self.weights.append(pl_module.network.multilabel_head.weight.detach().clone())
 
     def on_train_end(self, trainer, pl_module):
-        self.weights.append(pl_module.multilabel_head.weight.detach().clone())
+        self.weights.append(pl_module.network.multilabel_head.weight.detach().clone())
 
 
 def test_warmup_leaves_the_multilabel_head_untouched_until_pseudo_labels_start():

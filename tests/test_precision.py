@@ -48,5 +48,5 @@ def test_compiled_backbone_trains_and_keeps_checkpoint_keys(tmp_path, method):
     model = TinyCNNModule(num_classes=40, k=2, method=method, compile=True)
     metrics = _fit_and_test(tmp_path, model)
     assert 0 < metrics["test/avgk_acc@2"].item() <= 1
-    assert model.backbone._compiled_call_impl is not None  # compiled in place
+    assert model.network.backbone._compiled_call_impl is not None  # compiled in place
     assert set(model.state_dict()) == set(TinyCNNModule(num_classes=40, k=2, method=method).state_dict())

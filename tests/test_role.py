@@ -15,18 +15,17 @@ from tests import role_ddp
 from tests.helpers import TinyCNNModule, cpu_trainer, run_process_group
 
 
-def test_training_batches_end_with_sample_indices_when_asked():
+def test_training_batches_carry_the_sample_indices():
     data = SyntheticAmbiguityDataModule(train_size=50, val_size=10, test_size=10, batch_size=16)
     data.setup("fit")
-    data.sample_indices = True
-    seen = torch.cat([batch[-1] for batch in data.train_dataloader()])
+    seen = torch.cat([batch.index for batch in data.train_dataloader()])
     assert sorted(seen.tolist()) == list(range(50))
     batch = next(iter(data.train_dataloader()))
-    assert len(batch) == 4
     dataset = data.train_dataset
-    for image, index in zip(batch[0], batch[3]):
-        assert torch.equal(image, dataset[int(index)][0])  # the index is that image's
-    assert len(next(iter(data.val_dataloader()))) == 3  # evaluation batches are unchanged
+    for image, target, index in zip(batch.images, batch.target, batch.index):
+        assert torch.equal(image, dataset[int(index)][0]) and target == dataset[int(index)][1]  # that sample's
+    val = next(iter(data.val_dataloader()))
+    assert val.posteriors is not None and val.index.tolist() == list(range(val.images.shape[0]))
 
 
 def _fit(tmp_path, max_epochs: int, ckpt_path: str | None = None, model=None):
@@ -41,22 +40,24 @@ def _fit(tmp_path, max_epochs: int, ckpt_path: str | None = None, model=None):
 def test_role_trains_every_row_and_its_estimates_survive_a_checkpoint(tmp_path):
     torch.manual_seed(0)
     model, _ = _fit(tmp_path, max_epochs=1)
-    estimates = model.loss.estimate_logits.clone()
-    assert estimates.shape == (96, 40) and bool(model.loss.seen.all())
+    estimates = model.loss.estimates.logits.clone()
+    assert estimates.shape == (96, 40) and bool(model.loss.estimates.seen.all())
     loaded = TinyCNNModule.load_from_checkpoint(tmp_path / "last.ckpt", weights_only=False)
-    assert torch.equal(loaded.loss.estimate_logits, estimates)
-    assert torch.equal(loaded.loss.seen, model.loss.seen)
+    assert torch.equal(loaded.loss.estimates.logits, estimates)
+    assert torch.equal(loaded.loss.estimates.seen, model.loss.estimates.seen)
     # Resuming continues from the saved estimates (the rows change again in the second epoch).
     resumed, _ = _fit(tmp_path / "resumed", max_epochs=2, ckpt_path=str(tmp_path / "last.ckpt"))
-    assert resumed.loss.estimate_logits.shape == (96, 40)
-    assert not torch.equal(resumed.loss.estimate_logits, estimates)
+    assert resumed.loss.estimates.logits.shape == (96, 40)
+    assert not torch.equal(resumed.loss.estimates.logits, estimates)
 
 
 def test_role_refuses_a_checkpoint_of_another_training_split():
     loss = RegularisedOnlineLabelEstimationLoss(k=2)
     loss.setup_samples(10)
     with pytest.raises(ValueError, match="estimates have 12 rows .* but the training split has 10 samples"):
-        loss.load_extra_state({"estimate_logits": torch.zeros(12, 4), "seen": torch.zeros(12, dtype=torch.bool)})
+        loss.estimates.load_state_dict(
+            {"estimate_logits": torch.zeros(12, 4), "seen": torch.zeros(12, dtype=torch.bool)}
+        )
 
 
 def _replay(batches_per_rank: list[list[list[list[int]]]]) -> RegularisedOnlineLabelEstimationLoss:
@@ -86,4 +87,4 @@ def test_role_estimates_merged_across_processes_equal_a_single_process_replay(tm
     saved = torch.load(tmp_path / "estimates.pt")
     replayed = _replay(batches)
     assert bool(saved["seen"].all())
-    torch.testing.assert_close(saved["estimate_logits"], replayed.estimate_logits, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(saved["estimate_logits"], replayed.estimates.logits, rtol=1e-5, atol=1e-6)

@@ -10,24 +10,12 @@ from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from avgk_lightning.errors import InvalidInputError
+from avgk_lightning.batch import collate_batch
+from avgk_lightning.checks import check_integer
 
 
-def check_integer(name: str, value: object, minimum: int = 1) -> None:
-    """Raise a ValueError naming argument `name` unless `value` is an integer >= `minimum`."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        expected = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
-        raise InvalidInputError(f"Expected argument `{name}` to be {expected}, but got {value!r}")
-
-
-def check_probability(name: str, value: object) -> None:
-    """Raise a ValueError naming argument `name` unless `value` is a number in [0, 1]."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
-        raise InvalidInputError(f"Expected argument `{name}` to be a probability in [0, 1], but got {value!r}")
-
-
-class _WithSampleIndices(Dataset):
-    """A dataset whose items end with their index: ``(*item, index)``."""
+class IndexedDataset(Dataset):
+    """`dataset` whose items come with their index, ``(item, index)``, for :func:`~avgk_lightning.batch.collate_batch`."""
 
     def __init__(self, dataset: Dataset) -> None:
         self.dataset = dataset
@@ -36,7 +24,7 @@ class _WithSampleIndices(Dataset):
         return len(self.dataset)
 
     def __getitem__(self, index: int) -> tuple:
-        return (*self.dataset[index], index)
+        return self.dataset[index], index
 
 
 class AverageKDataModule(LightningDataModule, ABC):
@@ -47,14 +35,19 @@ class AverageKDataModule(LightningDataModule, ABC):
     calibration and the accuracies twice. Here validation, test and predict use an unrepeated sampler
     instead (processes may differ by one sample), so the gathered metrics equal the single-process ones.
 
-    Batches are tuples ``(images, targets)`` or ``(images, targets, label_distributions)`` where the
-    data module knows each sample's true label distribution (its Bayes posterior).
-
-    With ``sample_indices = True`` (set by the module for losses with per-sample state, such as ROLE),
-    training batches end with the dataset index of each sample: ``(images, targets, ..., indices)``.
+    Batches are :class:`~avgk_lightning.batch.Batch` tuples: images, targets, the true label
+    distributions (Bayes posteriors) where the data module knows them, and the dataset index of each
+    sample (which losses with per-sample state, such as ROLE, need). Datasets yield ``(image, target)``,
+    ``(image, target, posterior)`` or, without labels, ``(image,)``.
 
     Subclasses set ``self.train_dataset``, ``self.val_dataset`` and ``self.test_dataset`` in
     :meth:`setup` (``self.predict_dataset`` defaults to the test split) and define the properties below.
+
+    Args:
+        batch_size: samples per batch on each device.
+        num_workers: data-loading worker processes per device (0: load in the main process).
+        pin_memory: pin host memory for faster transfers (only where CUDA is available).
+        persistent_workers: keep the worker processes between epochs (when `num_workers` > 0).
     """
 
     def __init__(
@@ -75,7 +68,6 @@ class AverageKDataModule(LightningDataModule, ABC):
         self.val_dataset: Dataset | None = None
         self.test_dataset: Dataset | None = None
         self.predict_dataset: Dataset | None = None
-        self.sample_indices = False
 
     @property
     @abstractmethod
@@ -95,8 +87,7 @@ class AverageKDataModule(LightningDataModule, ABC):
     def _loader(self, dataset: Dataset | None, split: str, train: bool) -> DataLoader:
         if dataset is None:
             raise RuntimeError(f"{type(self).__name__}.setup() did not create the {split} split")
-        if train and self.sample_indices:
-            dataset = _WithSampleIndices(dataset)
+        dataset = IndexedDataset(dataset)
         sampler = None
         trainer = self.trainer
         world_size = trainer.world_size if trainer is not None else 1
@@ -122,6 +113,7 @@ class AverageKDataModule(LightningDataModule, ABC):
             pin_memory=self.pin_memory and torch.cuda.is_available(),
             persistent_workers=self.persistent_workers and workers > 0,
             generator=generator,
+            collate_fn=collate_batch,
         )
 
     def train_dataloader(self) -> DataLoader:

@@ -15,7 +15,8 @@ from torch.utils.data import Dataset
 from torchvision import transforms as T
 from torchvision.transforms import v2
 
-from avgk_lightning.data.base import AverageKDataModule, check_integer, check_probability
+from avgk_lightning.checks import check_integer, check_probability
+from avgk_lightning.data.base import AverageKDataModule
 from avgk_lightning.data.folder import ImageFileDataset, list_images
 from avgk_lightning.data.label_noise import report_label_noise, superclass_label_noise
 from avgk_lightning.errors import InvalidInputError, MissingFileError
@@ -92,8 +93,10 @@ class CIFAR100DataModule(AverageKDataModule):
         augment: random crops and flips for training.
         predict_dir: a folder of images (any size, searched recursively) for ``predict``, resized to
             32x32; default the test split.
-        batch_size, num_workers, pin_memory, persistent_workers: see
-            :class:`~avgk_lightning.data.base.AverageKDataModule`.
+        batch_size: samples per batch on each device.
+        num_workers: data-loading worker processes per device (0: load in the main process).
+        pin_memory: pin host memory for faster transfers (only where CUDA is available).
+        persistent_workers: keep the worker processes between epochs (when `num_workers` > 0).
     """
 
     def __init__(

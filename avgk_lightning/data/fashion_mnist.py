@@ -14,7 +14,9 @@ from torch import Tensor
 from torch.utils.data import Dataset
 from torchvision import transforms as T
 
-from avgk_lightning.data.base import AverageKDataModule, check_integer, check_probability
+from avgk_lightning.batch import Batch
+from avgk_lightning.checks import check_integer, check_probability
+from avgk_lightning.data.base import AverageKDataModule
 from avgk_lightning.data.folder import ImageFileDataset, list_images
 from avgk_lightning.data.label_noise import report_label_noise, superclass_label_noise
 from avgk_lightning.errors import InvalidInputError, MissingFileError
@@ -163,8 +165,10 @@ class FashionMNISTDataModule(AverageKDataModule):
         predict_dir: a folder of images (any size, searched recursively) for ``predict``, converted to
             grey and resized to 28x28 (light articles on a black background, as in Fashion-MNIST);
             default the test split.
-        batch_size, num_workers, pin_memory, persistent_workers: see
-            :class:`~avgk_lightning.data.base.AverageKDataModule`.
+        batch_size: samples per batch on each device.
+        num_workers: data-loading worker processes per device (0: load in the main process).
+        pin_memory: pin host memory for faster transfers (only where CUDA is available).
+        persistent_workers: keep the worker processes between epochs (when `num_workers` > 0).
 
     Example:
         >>> data = FashionMNISTDataModule(noise=0.4, imbalance=20)  # the files are read at setup
@@ -409,11 +413,10 @@ class FashionMNISTDataModule(AverageKDataModule):
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         """Convert, augment (training only) and normalise the uint8 images of a batch on its device."""
-        images = batch[0] if isinstance(batch, (tuple, list)) else batch
-        if images.dtype != torch.uint8:
-            return batch
         training = self.trainer is not None and self.trainer.training
-        images = self.prepare_images(images, augment=training)
-        if isinstance(batch, (tuple, list)):
-            return type(batch)([images, *batch[1:]])
-        return images
+        if isinstance(batch, Tensor):
+            return self.prepare_images(batch, augment=training) if batch.dtype == torch.uint8 else batch
+        batch = Batch.of(batch)
+        if batch.images.dtype != torch.uint8:
+            return batch
+        return batch._replace(images=self.prepare_images(batch.images, augment=training))

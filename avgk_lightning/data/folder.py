@@ -13,7 +13,8 @@ from torch import Tensor
 from torch.utils.data import Dataset
 from torchvision import transforms as T
 
-from avgk_lightning.data.base import AverageKDataModule, check_integer
+from avgk_lightning.checks import check_integer
+from avgk_lightning.data.base import AverageKDataModule
 from avgk_lightning.errors import InvalidInputError, MissingFileError
 
 __all__ = ["IMAGE_EXTENSIONS", "ImageFileDataset", "ImageFolderDataModule", "list_images"]
@@ -52,7 +53,7 @@ def _read_rgb(path: Path) -> Image.Image:
 
 
 class ImageFileDataset(Dataset):
-    """(image, label) pairs read from files; with ``labels=None`` items are (image, index) (prediction)."""
+    """(image, label) pairs read from files; with ``labels=None`` items are (image,) (prediction)."""
 
     def __init__(self, paths: Sequence[Path], labels: Sequence[int] | None, transform: Callable) -> None:
         self.paths = list(paths)
@@ -62,9 +63,9 @@ class ImageFileDataset(Dataset):
     def __len__(self) -> int:
         return len(self.paths)
 
-    def __getitem__(self, index: int) -> tuple[Tensor, Tensor | int]:
+    def __getitem__(self, index: int) -> tuple[Tensor] | tuple[Tensor, Tensor]:
         image = self.transform(_read_rgb(self.paths[index]))
-        return (image, index) if self.labels is None else (image, self.labels[index])
+        return (image,) if self.labels is None else (image, self.labels[index])
 
 
 class ImageFolderDataModule(AverageKDataModule):
@@ -87,8 +88,10 @@ class ImageFolderDataModule(AverageKDataModule):
         predict_dir: a folder of images (searched recursively) for ``predict``; default the test split.
         skip_corrupt: check every image at set-up and skip the unreadable ones, logging each and the
             count (default: an unreadable image stops the run with its path).
-        batch_size, num_workers, pin_memory, persistent_workers: see
-            :class:`~avgk_lightning.data.base.AverageKDataModule`.
+        batch_size: samples per batch on each device.
+        num_workers: data-loading worker processes per device (0: load in the main process).
+        pin_memory: pin host memory for faster transfers (only where CUDA is available).
+        persistent_workers: keep the worker processes between epochs (when `num_workers` > 0).
 
     Example:
         >>> import tempfile
@@ -100,8 +103,8 @@ class ImageFolderDataModule(AverageKDataModule):
         ...         Image.new("RGB", (40, 30)).save(root / split / name / "a.jpg")
         >>> data = ImageFolderDataModule(root, image_size=32, resize_size=36, batch_size=2)
         >>> data.setup("fit")
-        >>> images, targets = next(iter(data.val_dataloader()))
-        >>> data.class_names, tuple(images.shape), data.class_counts.tolist()
+        >>> batch = next(iter(data.val_dataloader()))  # an avgk_lightning.batch.Batch
+        >>> data.class_names, tuple(batch.images.shape), data.class_counts.tolist()
         (['daisy', 'rose'], (2, 3, 32, 32), [1, 1])
     """
 

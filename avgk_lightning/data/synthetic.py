@@ -7,7 +7,8 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import TensorDataset
 
-from avgk_lightning.data.base import AverageKDataModule, check_integer, check_probability
+from avgk_lightning.checks import check_integer, check_probability
+from avgk_lightning.data.base import AverageKDataModule
 from avgk_lightning.errors import InvalidInputError
 
 _SPLIT_OFFSETS = {"train": 1, "val": 2, "test": 3}
@@ -39,21 +40,25 @@ class SyntheticAmbiguityDataModule(AverageKDataModule):
         num_superclasses: number of superclasses.
         classes_per_superclass: fine classes per superclass (the most siblings a sample can mix).
         image_size: side of the square RGB images.
-        train_size, val_size, test_size: samples per split.
+        train_size: samples in the training split.
+        val_size: samples in the validation split.
+        test_size: samples in the test split.
         ambiguity: probability that a sample mixes several siblings, in [0, 1].
         power: exponent of the power-law class prior (0: balanced).
         sibling_distance: how far sibling prototypes are from their superclass pattern.
         noise: standard deviation of the pixel noise.
         label_noise: share of each posterior spread at random over all classes, in [0, 1].
         seed: seed of the prototypes and of every split.
-        batch_size, num_workers, pin_memory, persistent_workers: see
-            :class:`~avgk_lightning.data.base.AverageKDataModule`.
+        batch_size: samples per batch on each device.
+        num_workers: data-loading worker processes per device (0: load in the main process).
+        pin_memory: pin host memory for faster transfers (only where CUDA is available).
+        persistent_workers: keep the worker processes between epochs (when `num_workers` > 0).
 
     Example:
         >>> data = SyntheticAmbiguityDataModule(train_size=64, val_size=32, test_size=32)
         >>> data.setup("fit")
-        >>> images, targets, posteriors = next(iter(data.train_dataloader()))
-        >>> data.num_classes, tuple(images.shape[1:]), bool(torch.allclose(posteriors.sum(1), torch.ones(1)))
+        >>> batch = next(iter(data.train_dataloader()))  # an avgk_lightning.batch.Batch
+        >>> data.num_classes, tuple(batch.images.shape[1:]), bool(torch.allclose(batch.posteriors.sum(1), torch.ones(1)))
         (40, (3, 16, 16), True)
     """
 

@@ -1,9 +1,12 @@
-"""Backbones of avgk-lightning, registered with timm's model registry when avgk_lightning is imported.
+"""Networks of avgk-lightning: backbone construction, the two-headed network, and the library's own backbones.
 
-Each one is created like any timm model, e.g. ``timm.create_model("small_vgg", num_classes=0)``, and is
+The backbones (``small_vgg``) are registered with timm's model registry when avgk_lightning is imported:
+each one is created like any timm model, e.g. ``timm.create_model("small_vgg", num_classes=0)``, and is
 selected in a config with ``--model.init_args.backbone NAME``.
 """
 
+from avgk_lightning.models.backbones import create_backbone, load_backbone_weights
+from avgk_lightning.models.network import HEADS, TwoHeadNetwork
 from avgk_lightning.models.small_vgg import SmallVGG, small_vgg
 
-__all__ = ["SmallVGG", "small_vgg"]
+__all__ = ["HEADS", "SmallVGG", "TwoHeadNetwork", "create_backbone", "load_backbone_weights", "small_vgg"]

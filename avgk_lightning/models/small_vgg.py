@@ -7,6 +7,8 @@ from typing import Any
 from timm.models import register_model
 from torch import Tensor, nn
 
+from avgk_lightning.errors import InvalidInputError
+
 __all__ = ["SmallVGG", "small_vgg"]
 
 
@@ -101,7 +103,7 @@ _TIMM_LOADING_ARGUMENTS = ("pretrained_cfg", "pretrained_cfg_overlay", "cache_di
 def small_vgg(pretrained: bool = False, **kwargs: Any) -> SmallVGG:
     """SmallVGG with 16/32/64 channels and 512 hidden units (0.32 M parameters at 28x28, the classifier excluded)."""
     if pretrained:
-        raise ValueError("small_vgg has no pretrained weights: pass `pretrained: false` (train it from scratch)")
+        raise InvalidInputError("small_vgg has no pretrained weights: pass `pretrained: false` (train it from scratch)")
     for name in _TIMM_LOADING_ARGUMENTS:
         kwargs.pop(name, None)
     return SmallVGG(**kwargs)

@@ -1,0 +1,157 @@
+"""The LightningCLI of avgk-lightning: always-on callbacks, argument links, run directories and error lines."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.loggers import WandbLogger
+from lightning.pytorch.utilities import rank_zero_info
+
+from avgk_lightning.callbacks import BestAndLastCheckpoint, PseudoLabelThreshold
+from avgk_lightning.cli.checkpoint_args import check_checkpoint_path, reconcile_model_arguments
+from avgk_lightning.cli.run_dirs import VersionedSaveConfigCallback, latest_last_checkpoint, resolve_run_dir
+from avgk_lightning.cli.wandb_offline import offline_unless_reachable
+from avgk_lightning.data.base import AverageKDataModule
+from avgk_lightning.errors import InvalidInputError, find_input_error
+from avgk_lightning.module import TwoHeadModule
+from avgk_lightning.naming import monitor_name
+from avgk_lightning.plots import TestPlots
+from avgk_lightning.prediction import SetPredictionWriter
+
+__all__ = ["AverageKCLI", "run_cli"]
+
+
+def _as_list(counts: Any) -> list[int]:
+    return [int(count) for count in counts]
+
+
+class AverageKCLI(LightningCLI):
+    """LightningCLI with the pseudo-label callback and the checkpoint callback always configured.
+
+    * ``--pseudo_labels.scope`` configures :class:`~avgk_lightning.PseudoLabelThreshold`;
+    * ``--checkpoint.*`` configures :class:`~avgk_lightning.callbacks.BestAndLastCheckpoint`, a
+      ``ModelCheckpoint`` (default: keep ``best.ckpt``, the epoch with the best ``val/avgk_acc@K`` for the
+      model's `k`, and ``last.ckpt``, the latest epoch);
+    * ``--predictions.output`` / ``--predictions.overwrite`` configure the
+      :class:`~avgk_lightning.prediction.SetPredictionWriter` of ``predict`` (default
+      ``<run dir>/predictions.jsonl``);
+    * ``--plots.enabled`` switches the :class:`~avgk_lightning.plots.TestPlots` of ``test`` (PNG files in
+      ``<run dir>/plots/``, images in W&B);
+    * ``data.num_classes``, ``data.class_names`` and ``data.class_counts`` are linked into the model;
+    * every run writes into a new ``<trainer.default_root_dir>/version_N`` (its config, checkpoints and
+      logs), so nothing of an earlier run is overwritten (:mod:`avgk_lightning.cli.run_dirs`);
+    * ``--ckpt_path`` is checked before use (:mod:`avgk_lightning.checkpoint`); ``--ckpt_path last``
+      resumes the newest run that has a ``last.ckpt``: ``fit`` continues in that run's directory, the
+      other commands start a new one;
+    * an online W&B logger that cannot reach W&B logs offline (:mod:`avgk_lightning.cli.wandb_offline`).
+    """
+
+    def add_arguments_to_parser(self, parser: Any) -> None:
+        parser.add_lightning_class_args(PseudoLabelThreshold, "pseudo_labels")
+        parser.add_lightning_class_args(BestAndLastCheckpoint, "checkpoint")
+        parser.add_lightning_class_args(SetPredictionWriter, "predictions")
+        parser.add_lightning_class_args(TestPlots, "plots")
+        parser.set_defaults({"checkpoint.filename": "best", "checkpoint.mode": "max", "checkpoint.save_last": True})
+        parser.link_arguments("model.init_args.k", "checkpoint.monitor", compute_fn=monitor_name)
+        parser.link_arguments("data.num_classes", "model.init_args.num_classes", apply_on="instantiate")
+        parser.link_arguments("data.class_names", "model.init_args.class_names", apply_on="instantiate")
+        parser.link_arguments(
+            "data.class_counts", "model.init_args.class_counts", compute_fn=_as_list, apply_on="instantiate"
+        )
+
+    def _parse_ckpt_path(self) -> None:
+        subcommand = self.config.get("subcommand")
+        if not subcommand:
+            return
+        ckpt_path = self.config[subcommand].get("ckpt_path")
+        check_checkpoint_path(ckpt_path)
+        before = self.config[subcommand].get("model")
+        given = {} if before is None else dict(vars(before.get("init_args") or {}))
+        super()._parse_ckpt_path()
+        if before is not None:
+            reconcile_model_arguments(given, self.config[subcommand].model.get("init_args"), ckpt_path)
+
+    def before_instantiate_classes(self) -> None:
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        root = config.trainer.default_root_dir or "runs"
+        resume_dir = None
+        if config.get("ckpt_path") == "last":
+            last = latest_last_checkpoint(root)
+            check_checkpoint_path(str(last))
+            config.ckpt_path = str(last)
+            resume_dir = last.parent.parent if self.subcommand == "fit" else None  # fit continues in place
+        run_dir = resolve_run_dir(root, resume_dir)
+        config.trainer.default_root_dir = str(run_dir)
+        if config.checkpoint.dirpath is None:
+            config.checkpoint.dirpath = str(run_dir / "checkpoints")
+        loggers = config.trainer.logger
+        for logger in loggers if isinstance(loggers, list) else [loggers]:
+            init_args = getattr(logger, "init_args", None)
+            if init_args is not None and getattr(init_args, "save_dir", None) in (None, "", "."):
+                init_args.save_dir = str(run_dir)
+            if init_args is not None and str(getattr(logger, "class_path", "")).endswith("WandbLogger"):
+                offline_unless_reachable(init_args)
+
+    def _finish_loggers(self) -> None:
+        # Close W&B runs so that the next run of the same Python process (a notebook, a test) starts its own.
+        for logger in self.trainer.loggers:
+            if isinstance(logger, WandbLogger) and logger._experiment is not None:
+                logger.experiment.finish()
+
+    def after_validate(self) -> None:
+        self._finish_loggers()
+
+    def after_test(self) -> None:
+        self._finish_loggers()
+
+    def after_predict(self) -> None:
+        self._finish_loggers()
+
+    def after_fit(self) -> None:
+        self._finish_loggers()
+        checkpoint = self.trainer.checkpoint_callback
+        if checkpoint is not None and checkpoint.best_model_path:
+            rank_zero_info(
+                f"Best checkpoint ({checkpoint.monitor} = {float(checkpoint.best_model_score):.4f}): "
+                f"{checkpoint.best_model_path}\nTest it with: python train.py test --config CONFIG "
+                f"--ckpt_path {checkpoint.best_model_path}"
+            )
+
+
+def _user_message(error: InvalidInputError) -> str:
+    message = str(error).strip()
+    if message.startswith("Caught ") and "Original Traceback" in message:  # re-raised by a DataLoader worker
+        message = message.splitlines()[-1].split(": ", 1)[-1]
+    return message
+
+
+def run_cli(args: list[str] | None = None, run: bool = True) -> AverageKCLI:
+    """Run ``train.py``'s command line: any TwoHeadModule and AverageKDataModule subclass by class path.
+
+    `args` replaces ``sys.argv[1:]`` (e.g. from a notebook or a test):
+    ``run_cli(["fit", "--config", "configs/synthetic_two_head.yaml"])``. With ``run=False`` the
+    arguments hold no subcommand and the CLI only builds ``cli.trainer``, ``cli.model`` and
+    ``cli.datamodule`` for the caller to run (as ``benchmarks/compare.py`` does). A mistake in what the user
+    wrote (an :class:`~avgk_lightning.errors.InvalidInputError`, however deeply wrapped) ends the
+    run with its message alone on standard error and exit status 2, not a traceback.
+    """
+    try:
+        return AverageKCLI(
+            TwoHeadModule,
+            AverageKDataModule,
+            subclass_mode_model=True,
+            subclass_mode_data=True,
+            seed_everything_default=0,
+            save_config_callback=VersionedSaveConfigCallback,
+            save_config_kwargs={"overwrite": False},
+            args=args,
+            run=run,
+        )
+    except Exception as error:
+        cause = find_input_error(error)
+        if cause is None:
+            raise
+        print(f"error: {_user_message(cause)}", file=sys.stderr)
+        raise SystemExit(2) from None

@@ -1,0 +1,140 @@
+"""The average-K evaluation of a module: one metric per split and head, and the λ_K calibrated on validation.
+
+Validation calibrates λ_K (and the coverage thresholds λ_c) on each head's scores and records them in a
+:class:`Calibration`; test applies the recorded ones unchanged. Logged names follow
+:mod:`avgk_lightning.naming`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from torch import Tensor, nn
+
+from avgk_lightning.errors import InvalidInputError
+from avgk_lightning.metrics import AverageKEvaluation, EvaluationResult
+from avgk_lightning.naming import format_k, metric_name
+
+__all__ = ["STAGES", "Calibration", "Evaluation"]
+
+STAGES = ("val", "test")
+
+
+@dataclass
+class Calibration:
+    """The thresholds calibrated on validation data, per head: λ_K per K and λ_c per target coverage.
+
+    Example:
+        >>> calibration = Calibration(average_k={"multilabel": {2.0: 0.31}})
+        >>> calibration.threshold("multilabel", 2)
+        0.31
+    """
+
+    average_k: dict[str, dict[float, float]] = field(default_factory=dict)
+    coverage: dict[str, dict[float, float]] = field(default_factory=dict)
+
+    def record(self, head: str, result: EvaluationResult) -> None:
+        """Keep the thresholds that validation calibrated for `head`."""
+        self.average_k[head] = dict(result.thresholds)
+        self.coverage[head] = dict(result.coverage_thresholds)
+
+    def threshold(self, head: str, k: float, argument: str = "predict_k") -> float:
+        """λ_K of `head` for `k`; an error naming `argument` and the calibrated K when there is none."""
+        thresholds = self.average_k.get(head)
+        if not thresholds:
+            raise InvalidInputError(
+                "No calibrated average-K thresholds: pass the checkpoint of a `fit` run (--ckpt_path PATH)."
+            )
+        if float(k) not in thresholds:
+            calibrated = ", ".join(format_k(value) for value in sorted(thresholds))
+            raise InvalidInputError(
+                f"K={format_k(k)} (argument `{argument}`) was not calibrated: the checkpoint has λ_K for K = "
+                f"{calibrated}. Pick one of them, or add it to `eval_ks` and train again."
+            )
+        return thresholds[float(k)]
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "thresholds": {head: dict(values) for head, values in self.average_k.items()},
+            "coverage_thresholds": {head: dict(values) for head, values in self.coverage.items()},
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.average_k = {head: dict(values) for head, values in state["thresholds"].items()}
+        self.coverage = {head: dict(values) for head, values in state.get("coverage_thresholds", {}).items()}
+
+
+class Evaluation(nn.Module):
+    """One :class:`~avgk_lightning.metrics.AverageKEvaluation` per split (val, test) and evaluated head.
+
+    `heads` are the heads the method trains, the set head first; the Bayes oracle (``"oracle"``) is
+    evaluated too where the data provide posteriors. Test metrics add the diagnostics breakdowns.
+
+    Example:
+        >>> import torch
+        >>> evaluation = Evaluation(3, heads=["softmax"], ks=[1.5])
+        >>> evaluation.update("val", {"softmax": torch.tensor([[0.9, 0.5, 0.1], [0.6, 0.3, 0.2]])}, torch.tensor([1, 0]))
+        >>> results = evaluation.compute("val")
+        >>> evaluation.logged("val", results)["val/avgk_acc@1.5"]
+        1.0
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        heads: Sequence[str],
+        ks: Sequence[float],
+        coverages: Sequence[float] = (),
+        class_counts: Sequence[int] | None = None,
+        frequency_boundaries: Sequence[int] = (20, 100),
+    ) -> None:
+        super().__init__()
+        self.heads = [*heads, "oracle"]
+        self.set_head = heads[0]
+        test_options = {"class_counts": class_counts, "diagnostics": True, "frequency_boundaries": frequency_boundaries}
+        self.metrics = nn.ModuleDict(
+            {
+                f"{stage}_{head}": AverageKEvaluation(
+                    num_classes, ks, coverages=coverages, **(test_options if stage == "test" else {})
+                )
+                for stage in STAGES
+                for head in self.heads
+            }
+        )
+
+    def update(self, stage: str, scores: Mapping[str, Tensor], target: Tensor) -> None:
+        """Add a batch: the scores of each head (and of the oracle) with the true labels."""
+        for head, head_scores in scores.items():
+            self.metrics[f"{stage}_{head}"].update(head_scores, target)
+
+    def compute(self, stage: str) -> dict[str, EvaluationResult]:
+        """The result of every head that saw data at `stage`, in report order; the metrics are reset."""
+        results = {}
+        for head in self.heads:
+            metric = self.metrics[f"{stage}_{head}"]
+            if metric.update_called:
+                results[head] = metric.compute()
+                metric.reset()
+        return results
+
+    def apply(self, calibration: Calibration) -> None:
+        """Make test use the calibrated thresholds (of every head calibrated; the others are not tested)."""
+        missing = [head for head in self.heads[:-1] if head not in calibration.average_k]
+        if missing:
+            raise InvalidInputError(
+                f"No calibrated average-K thresholds for the {', '.join(missing)} head: `test` applies the λ_K "
+                "calibrated on validation data. Pass the checkpoint of a `fit` run (--ckpt_path PATH) or run "
+                "`validate` first in the same session."
+            )
+        for head, thresholds in calibration.average_k.items():
+            self.metrics[f"test_{head}"].set_thresholds(thresholds, calibration.coverage.get(head, {}))
+
+    def logged(self, stage: str, results: Mapping[str, EvaluationResult]) -> dict[str, float]:
+        """Every value of `results` under its logged name (:func:`~avgk_lightning.naming.metric_name`)."""
+        return {
+            metric_name(stage, head, self.set_head, name): float(value)
+            for head, result in results.items()
+            for name, value in result.items()
+        }
