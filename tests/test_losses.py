@@ -202,7 +202,7 @@ def test_bad_methods_and_options_are_named(method, options, message):
 
 
 def test_the_manual_example_loss_trains_by_name():
-    readme = (Path(__file__).resolve().parents[1] / "docs" / "training.md").read_text()
+    readme = (Path(__file__).resolve().parents[1] / "docs" / "extending.md").read_text()
     code = next(block for block in readme.split("```python")[1:] if "class FocalAssumeNegative" in block)
     namespace: dict = {}
     exec(code.split("```")[0], namespace)  # noqa: S102 - runs the manual's own example
