@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -98,3 +99,8 @@ def run_process_group(command: list[str], timeout: float = 300) -> tuple[int, st
         except ProcessLookupError:
             pass
     return process.returncode, output
+
+
+def run_script(name: str, *args: object, timeout: float = 240) -> tuple[int, str]:
+    """`python -m tests.scripts.NAME ARGS...` through run_process_group (the DDP and kill jobs)."""
+    return run_process_group([sys.executable, "-m", f"tests.scripts.{name}", *map(str, args)], timeout)

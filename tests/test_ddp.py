@@ -5,18 +5,15 @@ pytest; the group is killed whatever happens, so no process is left behind.
 """
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import run_process_group
-
-ROOT = Path(__file__).resolve().parents[1]
+from tests.helpers import run_script
 
 
 def _run(out: Path, devices: int) -> dict:
-    code, output = run_process_group([sys.executable, "-m", "tests.ddp_equivalence", str(out), str(devices)], 240)
+    code, output = run_script("ddp_equivalence", out, devices)
     assert code == 0, output[-4000:]
     return json.loads(out.read_text())
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 
 import pytest
 import torch
@@ -11,8 +10,8 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 
 from avgk_lightning.data import SyntheticAmbiguityDataModule
 from avgk_lightning.losses import RegularisedOnlineLabelEstimationLoss
-from tests import role_ddp
-from tests.helpers import TinyCNNModule, cpu_trainer, run_process_group
+from tests.helpers import TinyCNNModule, cpu_trainer, run_script
+from tests.scripts import role_ddp
 
 
 def test_training_batches_end_with_sample_indices_when_asked():
@@ -78,7 +77,7 @@ def _replay(batches_per_rank: list[list[list[list[int]]]]) -> RegularisedOnlineL
 @pytest.mark.slow
 @pytest.mark.parametrize("devices", [1, 2])
 def test_role_estimates_merged_across_processes_equal_a_single_process_replay(tmp_path, devices):
-    code, output = run_process_group([sys.executable, "-m", "tests.role_ddp", str(tmp_path), str(devices)], 240)
+    code, output = run_script("role_ddp", tmp_path, devices)
     assert code == 0, output[-4000:]
     batches = [json.loads((tmp_path / f"batches_rank{rank}.json").read_text()) for rank in range(devices)]
     seen = sorted(index for rank in batches for batch in rank[0] for index in batch)

@@ -1,6 +1,6 @@
 """Train ROLE for 2 epochs on 1 or 2 CPU processes; save the merged label estimates and each rank's batches.
 
-Usage: python -m tests.role_ddp OUT_DIR DEVICES
+Usage: python -m tests.scripts.role_ddp OUT_DIR DEVICES
 
 The network is frozen (lr 0, no batch norm), so every sample's scores are the same on every process and
 the label estimates after training depend only on which batches were seen: a single process replaying

@@ -1,6 +1,6 @@
 """Run the same seeded job on 1 or 2 CPU processes and write what it measured to a JSON file.
 
-Usage: python -m tests.ddp_equivalence OUT.json DEVICES
+Usage: python -m tests.scripts.ddp_equivalence OUT.json DEVICES
 
 A frozen (lr 0) model without batch norm gives every sample the same scores whatever the number of
 processes, so the epoch pseudo-label threshold, the validation and test metrics and the metrics

@@ -1,6 +1,6 @@
 """Train with last.ckpt saved each epoch; SIGKILL this process halfway through writing the second last.ckpt.
 
-Usage: python -m tests.kill_during_save RUN_DIR
+Usage: python -m tests.scripts.kill_during_save RUN_DIR
 
 Each epoch writes the top-1 checkpoint, then last.ckpt; during the fourth write (epoch 1's last.ckpt)
 the bytes stop after half and the process kills itself with SIGKILL (a real signal: no clean-up runs).
