@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 import torch
@@ -14,6 +15,7 @@ from lightning.pytorch import Callback, Trainer
 from torch import nn
 
 from avgk_lightning import TwoHeadModule
+from avgk_lightning.cli import AverageKCLI, run_cli
 
 
 class TinyCNNModule(TwoHeadModule):
@@ -77,6 +79,12 @@ class KillAtEpochStart(Callback):
 
 ROOT = Path(__file__).resolve().parents[1]
 _LAUNCHER_VARIABLES = ("LOCAL_RANK", "RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT", "AVGK_RUN_DIR")
+
+
+def cli_in_process(args: list[str]) -> AverageKCLI:
+    """`train.py ARGS` in this process (as `make run` does, without a subprocess); returns the CLI object."""
+    with mock.patch("sys.argv", ["train.py"]):
+        return run_cli(args)
 
 
 def run_process_group(command: list[str], timeout: float = 300) -> tuple[int, str]:

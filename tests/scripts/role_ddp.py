@@ -4,7 +4,7 @@ Usage: python -m tests.scripts.role_ddp OUT_DIR DEVICES
 
 The network is frozen (lr 0, no batch norm), so every sample's scores are the same on every process and
 the label estimates after training depend only on which batches were seen: a single process replaying
-the recorded batches must reproduce the matrix the processes merged (tests/test_role.py).
+the recorded batches must reproduce the matrix the processes merged (tests/e2e/test_role_ddp.py).
 """
 
 from __future__ import annotations

@@ -4,40 +4,24 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
-from unittest import mock
 
 import pytest
 import timm
 import torch
 
-from avgk_lightning.cli import run_cli
 from tests.fixtures import write_fake_cifar100, write_fake_fashion_mnist, write_fake_plantnet, write_image_folder
+from tests.helpers import ROOT, cli_in_process
 
-ROOT = Path(__file__).resolve().parents[1]
 FAST = ["--trainer.max_epochs=1", "--trainer.enable_progress_bar=false", "--data.init_args.num_workers=0"]
-
-
-def _cli(args):
-    with mock.patch("sys.argv", ["train.py"]):
-        return run_cli(args)
 
 
 def _fit_then_test(config, run_root, overrides):
     common = ["--config", str(ROOT / "configs" / config), *FAST, *overrides, f"--trainer.default_root_dir={run_root}"]
-    fit = _cli(["fit", *common])
+    fit = cli_in_process(["fit", *common])
     checkpoint = run_root / "version_0" / "checkpoints" / "best.ckpt"
     assert checkpoint.is_file()
-    test = _cli(["test", *common, f"--ckpt_path={checkpoint}"])
+    test = cli_in_process(["test", *common, f"--ckpt_path={checkpoint}"])
     return fit, test
-
-
-@pytest.mark.parametrize("config", sorted(path.name for path in (ROOT / "configs").glob("*.yaml")))
-def test_every_config_parses(config, capsys):
-    with pytest.raises(SystemExit) as exit_info:
-        _cli(["fit", "--config", str(ROOT / "configs" / config), "--print_config"])
-    assert exit_info.value.code == 0
-    assert "class_path: avgk_lightning" in capsys.readouterr().out
 
 
 @pytest.mark.slow
@@ -109,7 +93,7 @@ def test_plantnet_config_without_the_weights_file_says_how_to_get_it(tmp_path, c
     data_dir = write_fake_plantnet(tmp_path / "plantnet300K")
     config = str(ROOT / "configs" / "plantnet300k_resnet18_two_head.yaml")
     with pytest.raises(SystemExit) as exit_info:
-        _cli(
+        cli_in_process(
             [
                 "fit",
                 "--config",

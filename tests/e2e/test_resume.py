@@ -3,16 +3,14 @@
 import shutil
 import signal
 import sys
-from pathlib import Path
 from unittest import mock
 
 import pytest
 import torch
 
 from avgk_lightning.cli import run_cli
-from tests.helpers import run_process_group
+from tests.helpers import ROOT, run_process_group
 
-ROOT = Path(__file__).resolve().parents[1]
 COMMON = [
     "--config",
     str(ROOT / "configs" / "synthetic_two_head.yaml"),

@@ -1,11 +1,13 @@
-import numpy as np
+"""The callbacks in training: PseudoLabelThreshold (epoch and batch scope, resume), the non-finite loss stop, and
+BestAndLastCheckpoint."""
+
 import pytest
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from avgk_lightning import PseudoLabelThreshold
-from avgk_lightning.callbacks import _HISTOGRAM_BINS, BestAndLastCheckpoint, NonTrueScoreHistogram, _bin_indices
+from avgk_lightning.callbacks import BestAndLastCheckpoint
 from avgk_lightning.data import SyntheticAmbiguityDataModule
 from avgk_lightning.errors import NonFiniteLossError
 from tests.helpers import TinyCNNModule, cpu_trainer
@@ -40,49 +42,6 @@ class ThresholdProbe(Callback):
 
     def on_train_epoch_start(self, trainer, pl_module):
         self.thresholds.append(pl_module.pseudo_label_threshold)
-
-
-@pytest.mark.parametrize("k", [2, 3, 5, 10])
-def test_histogram_threshold_puts_the_requested_count_of_non_true_scores_above_it(k):
-    generator = torch.Generator().manual_seed(k)
-    target = torch.randint(0, 100, (4000,), generator=generator)
-    logits = torch.randn(4000, 100, generator=generator).mul(2.5)
-    logits[torch.arange(4000), target] += 4  # the true class is usually the top score
-    probs = logits.softmax(dim=1)
-    histogram = NonTrueScoreHistogram()
-    for start in range(0, 4000, 32):
-        histogram.update(probs[start : start + 32], target[start : start + 32])
-    assert histogram.counts.sum().item() == 4000 * 99
-    count = (k - 1) * 4000
-    non_true = probs.clone()
-    non_true[torch.arange(4000), target] = -1.0
-    above = (non_true >= histogram.threshold(count)).sum().item()
-    assert abs(above - count) <= 0.005 * count
-
-
-def test_histogram_counts_every_non_true_score_in_its_bit_pattern_bin():
-    generator = torch.Generator().manual_seed(0)
-    target = torch.randint(0, 50, (300,), generator=generator)
-    probs = torch.randn(300, 50, generator=generator).mul(3).softmax(dim=1)
-    histogram = NonTrueScoreHistogram()
-    for start in range(0, 300, 64):  # a ragged last batch
-        histogram.update(probs[start : start + 64], target[start : start + 64])
-    # independent reference: numpy's bit patterns of the non-true scores, counted by np.bincount
-    keep = np.ones((300, 50), dtype=bool)
-    keep[np.arange(300), target.numpy()] = False
-    patterns = probs.numpy()[keep].view(np.int32) >> 12
-    reference = np.bincount(patterns, minlength=_HISTOGRAM_BINS)
-    assert np.array_equal(histogram.counts.numpy(), reference)
-
-
-def test_histogram_is_a_fixed_size_whatever_the_data():
-    small, large = NonTrueScoreHistogram(), NonTrueScoreHistogram()
-    small.update(torch.full((1, 3), 1 / 3), torch.tensor([0]))
-    for _ in range(20):
-        large.update(torch.rand(512, 100).softmax(dim=1), torch.zeros(512, dtype=torch.long))
-    assert small.nbytes == large.nbytes < 16 * 2**20
-    # scores of exactly 0 and 1 land in the first and the last bin
-    assert _bin_indices(torch.tensor([0.0, 1.0])).tolist() == [0, _HISTOGRAM_BINS - 1]
 
 
 def test_epoch_scope_with_frozen_model_realises_k_in_the_next_epoch(tmp_path):
@@ -128,11 +87,6 @@ def test_threshold_is_checkpointed_and_restored_on_resume(tmp_path):
 def test_module_without_the_callback_warns_and_uses_the_batch_rule(tmp_path):
     with pytest.warns(UserWarning, match="No PseudoLabelThreshold callback"):
         _trainer(tmp_path, [], max_epochs=1, limit_train_batches=2, limit_val_batches=0).fit(_frozen_module(), _data())
-
-
-def test_scope_is_validated():
-    with pytest.raises(ValueError, match="`scope` to be 'epoch' or 'batch', but got 'step'"):
-        PseudoLabelThreshold("step")
 
 
 class PoisonImagesAtEpoch(Callback):

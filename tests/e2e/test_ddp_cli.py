@@ -13,9 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import run_process_group
+from tests.helpers import ROOT, run_process_group
 
-ROOT = Path(__file__).resolve().parents[1]
 COMMON = [
     "--config",
     str(ROOT / "configs" / "synthetic_two_head.yaml"),

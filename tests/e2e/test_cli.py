@@ -5,16 +5,12 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
-from unittest import mock
 
 import pytest
 import torch
 
-from avgk_lightning.cli import new_run_dir, run_cli
-from tests.helpers import TinyCNNModule
+from tests.helpers import ROOT, TinyCNNModule, cli_in_process
 
-ROOT = Path(__file__).resolve().parents[1]
 CONFIG = str(ROOT / "configs" / "synthetic_two_head.yaml")
 SMALL = [
     "--data.init_args.train_size=512",
@@ -27,14 +23,9 @@ SMALL = [
 KS = ["1", "2", "3", "5", "10"]
 
 
-def _cli(args):
-    with mock.patch("sys.argv", ["train.py"]):
-        return run_cli(args)
-
-
 def _run(subcommand, root, *extra, config=CONFIG):
     """`train.py SUBCOMMAND --config CONFIG` on the small embedded data, writing under `root`."""
-    return _cli([subcommand, "--config", config, *SMALL, f"--trainer.default_root_dir={root}", *extra])
+    return cli_in_process([subcommand, "--config", config, *SMALL, f"--trainer.default_root_dir={root}", *extra])
 
 
 @pytest.fixture(scope="module")
@@ -189,12 +180,6 @@ def test_softmax_config_reports_the_softmax_head_as_the_set_head(tmp_path):
     assert "val/avgk_acc@2" in metrics and "val/oracle/avgk_acc@2" in metrics
     assert not any(name.startswith("val/softmax/") for name in metrics)
     assert "train/pseudo_label_set_size" not in metrics
-
-
-def test_new_run_dir_never_reuses_a_directory(tmp_path):
-    (tmp_path / "version_0").mkdir()
-    (tmp_path / "version_1").mkdir()
-    assert new_run_dir(tmp_path) == tmp_path / "version_2"
 
 
 def test_ckpt_path_last_without_any_run_says_so(tmp_path, capsys):
