@@ -3,35 +3,22 @@ BestAndLastCheckpoint."""
 
 import pytest
 import torch
-from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch import Callback, LightningModule
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from avgk_lightning import PseudoLabelThreshold
 from avgk_lightning.callbacks import BestAndLastCheckpoint
 from avgk_lightning.data import SyntheticAmbiguityDataModule
 from avgk_lightning.errors import NonFiniteLossError
-from tests.helpers import TinyCNNModule, cpu_trainer
+from tests.helpers import TinyCNNModule, cpu_trainer, frozen_sgd
 
 
 def _frozen_module(**kwargs):
-    return TinyCNNModule(num_classes=40, k=3, optimizer=lambda params: torch.optim.SGD(params, lr=0.0), **kwargs)
+    return TinyCNNModule(num_classes=40, k=3, optimizer=frozen_sgd, **kwargs)
 
 
 def _data():
     return SyntheticAmbiguityDataModule(train_size=600, val_size=101, test_size=101, batch_size=64)
-
-
-def _trainer(tmp_path, callbacks, max_epochs=2, **kwargs):
-    return Trainer(
-        max_epochs=max_epochs,
-        callbacks=callbacks,
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        default_root_dir=tmp_path,
-        **kwargs,
-    )
 
 
 class ThresholdProbe(Callback):
@@ -47,7 +34,9 @@ class ThresholdProbe(Callback):
 def test_epoch_scope_with_frozen_model_realises_k_in_the_next_epoch(tmp_path):
     probe = ThresholdProbe()
     model = _frozen_module()
-    trainer = _trainer(tmp_path, [PseudoLabelThreshold("epoch"), probe], max_epochs=2, limit_val_batches=0)
+    trainer = cpu_trainer(
+        default_root_dir=tmp_path, callbacks=[PseudoLabelThreshold("epoch"), probe], max_epochs=2, limit_val_batches=0
+    )
     trainer.fit(model, _data())
     assert probe.thresholds[0] is None  # first epoch: batch rule
     assert probe.thresholds[1] == pytest.approx(trainer.callback_metrics["train/pseudo_label_threshold"].item())
@@ -57,7 +46,9 @@ def test_epoch_scope_with_frozen_model_realises_k_in_the_next_epoch(tmp_path):
 
 def test_batch_scope_keeps_the_batch_rule(tmp_path):
     probe = ThresholdProbe()
-    trainer = _trainer(tmp_path, [PseudoLabelThreshold("batch"), probe], max_epochs=2, limit_val_batches=0)
+    trainer = cpu_trainer(
+        default_root_dir=tmp_path, callbacks=[PseudoLabelThreshold("batch"), probe], max_epochs=2, limit_val_batches=0
+    )
     trainer.fit(_frozen_module(), _data())
     assert probe.thresholds == [None, None]
     # every batch has exactly round(B (K - 1)) non-true positives: 9 batches of 64 and one of 24
@@ -66,7 +57,9 @@ def test_batch_scope_keeps_the_batch_rule(tmp_path):
 
 def test_softmax_method_is_left_alone(tmp_path):
     probe = ThresholdProbe()
-    trainer = _trainer(tmp_path, [PseudoLabelThreshold(), probe], max_epochs=1, limit_val_batches=0)
+    trainer = cpu_trainer(
+        default_root_dir=tmp_path, callbacks=[PseudoLabelThreshold(), probe], max_epochs=1, limit_val_batches=0
+    )
     trainer.fit(_frozen_module(method="softmax"), _data())
     assert "train/pseudo_label_set_size" not in trainer.callback_metrics
 
@@ -74,19 +67,28 @@ def test_softmax_method_is_left_alone(tmp_path):
 def test_threshold_is_checkpointed_and_restored_on_resume(tmp_path):
     checkpoint = ModelCheckpoint(dirpath=tmp_path, save_last=True)
     first = PseudoLabelThreshold()
-    _trainer(tmp_path, [first, checkpoint], max_epochs=1, limit_val_batches=0).fit(_frozen_module(), _data())
+    trainer = cpu_trainer(
+        default_root_dir=tmp_path,
+        callbacks=[first, checkpoint],
+        enable_checkpointing=True,
+        max_epochs=1,
+        limit_val_batches=0,
+    )
+    trainer.fit(_frozen_module(), _data())
     assert first.threshold is not None
     saved = torch.load(tmp_path / "last.ckpt", weights_only=False)
     assert saved["callbacks"]["PseudoLabelThreshold"]["threshold"] == first.threshold
     resumed, probe = PseudoLabelThreshold(), ThresholdProbe()
-    trainer = _trainer(tmp_path, [resumed, probe], max_epochs=2, limit_val_batches=0)
+    trainer = cpu_trainer(default_root_dir=tmp_path, callbacks=[resumed, probe], max_epochs=2, limit_val_batches=0)
     trainer.fit(_frozen_module(), _data(), ckpt_path=tmp_path / "last.ckpt")
     assert probe.thresholds == [first.threshold]
 
 
 def test_module_without_the_callback_warns_and_uses_the_batch_rule(tmp_path):
     with pytest.warns(UserWarning, match="No PseudoLabelThreshold callback"):
-        _trainer(tmp_path, [], max_epochs=1, limit_train_batches=2, limit_val_batches=0).fit(_frozen_module(), _data())
+        cpu_trainer(default_root_dir=tmp_path, max_epochs=1, limit_train_batches=2, limit_val_batches=0).fit(
+            _frozen_module(), _data()
+        )
 
 
 class PoisonImagesAtEpoch(Callback):
@@ -103,7 +105,8 @@ class PoisonImagesAtEpoch(Callback):
 def test_non_finite_loss_stops_training_and_keeps_the_last_good_checkpoint(tmp_path):
     model = TinyCNNModule(num_classes=40, k=3)
     checkpoint = ModelCheckpoint(dirpath=tmp_path, save_last=True)
-    trainer = _trainer(tmp_path, [PseudoLabelThreshold(), checkpoint, PoisonImagesAtEpoch(1)], max_epochs=3)
+    callbacks = [PseudoLabelThreshold(), checkpoint, PoisonImagesAtEpoch(1)]
+    trainer = cpu_trainer(default_root_dir=tmp_path, callbacks=callbacks, enable_checkpointing=True, max_epochs=3)
     with pytest.raises(NonFiniteLossError, match="loss is nan at global step 10 \\(epoch 1, batch index 0\\)"):
         trainer.fit(model, _data())
     saved = torch.load(tmp_path / "last.ckpt", weights_only=True)

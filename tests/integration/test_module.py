@@ -5,7 +5,8 @@ import torch
 from lightning.pytorch import Callback
 
 from avgk_lightning import PseudoLabelThreshold
-from tests.helpers import TinyCNNModule, cpu_trainer
+from avgk_lightning.data import SyntheticAmbiguityDataModule
+from tests.helpers import TinyCNNModule, cpu_trainer, frozen_sgd
 
 
 class _HeadSnapshot(Callback):
@@ -22,8 +23,6 @@ class _HeadSnapshot(Callback):
 
 
 def test_warmup_leaves_the_multilabel_head_untouched_until_pseudo_labels_start():
-    from avgk_lightning.data import SyntheticAmbiguityDataModule
-
     model = TinyCNNModule(
         num_classes=40,
         k=2,
@@ -39,10 +38,8 @@ def test_warmup_leaves_the_multilabel_head_untouched_until_pseudo_labels_start()
 
 @pytest.mark.parametrize("method, head", [("two_head", "softmax"), ("an", "multilabel")])
 def test_train_top1_accuracy_is_the_accuracy_on_the_training_labels(method, head):
-    from avgk_lightning.data import SyntheticAmbiguityDataModule
-
     torch.manual_seed(0)
-    model = TinyCNNModule(num_classes=40, k=2, method=method, optimizer=lambda params: torch.optim.SGD(params, lr=0.0))
+    model = TinyCNNModule(num_classes=40, k=2, method=method, optimizer=frozen_sgd)
     data = SyntheticAmbiguityDataModule(train_size=300, val_size=64, test_size=64, batch_size=64)
     trainer = cpu_trainer(max_epochs=1, callbacks=[PseudoLabelThreshold()], limit_val_batches=1)
     trainer.fit(model, data)

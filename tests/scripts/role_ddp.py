@@ -17,11 +17,7 @@ import torch
 from lightning.pytorch import Callback, seed_everything
 
 from avgk_lightning.data import SyntheticAmbiguityDataModule
-from tests.helpers import TinyCNNModule, cpu_trainer
-
-
-def frozen_sgd(params):
-    return torch.optim.SGD(params, lr=0.0)
+from tests.helpers import TinyCNNModule, cpu_trainer, frozen_sgd
 
 
 def build() -> tuple[TinyCNNModule, SyntheticAmbiguityDataModule]:
