@@ -2,7 +2,7 @@
 
 ROOT (the repository), a tiny backbone module (configs and docs name it `tests.helpers.TinyCNNModule`),
 a quiet CPU Trainer, the CLI in process (`cli_in_process`) and in a subprocess (`train_py`, `run_script`),
-numpy references, and the metric comparison the DDP tests share.
+numpy references, and the metric checks the integration and end-to-end tests share.
 """
 
 from __future__ import annotations
@@ -78,6 +78,37 @@ def tied_scores(n: int, num_classes: int, seed: int, levels: int = 50) -> torch.
     generator = torch.Generator().manual_seed(seed)
     scores = torch.randn(n, num_classes, generator=generator).mul(2).softmax(dim=1)
     return (scores * levels).round() / levels
+
+
+@torch.no_grad()
+def set_head_scores(model: TwoHeadModule, datamodule, split: str) -> tuple[np.ndarray, np.ndarray]:
+    """The set head's scores (softmax or sigmoid of the logits) and the labels of a split, batch by batch as
+    the evaluation loop reads them (the data module's own device-side transform included), in eval mode."""
+    loader = getattr(datamodule, f"{split}_dataloader")()
+    was_training = model.training
+    model.eval()
+    scores, targets = [], []
+    try:
+        for batch in loader:
+            images, target = datamodule.on_after_batch_transfer(batch, 0)[:2]
+            softmax_logits, multilabel_logits = model(images.to(model.device))
+            if model.loss.set_head == "softmax":
+                scores.append(softmax_logits.float().softmax(dim=1))
+            else:
+                scores.append(multilabel_logits.float().sigmoid())
+            targets.append(target)
+    finally:
+        model.train(was_training)
+    return torch.cat(scores).cpu().numpy(), torch.cat(targets).cpu().numpy()
+
+
+def reference_set_metrics(scores: np.ndarray, target: np.ndarray, threshold: float) -> dict[str, float]:
+    """avg-K accuracy (the true class's score >= λ) and mean set size by numpy, at a float32 λ as the metrics use."""
+    threshold = np.float32(threshold)
+    return {
+        "avgk_acc": float(np.mean(scores[np.arange(len(target)), target] >= threshold)),
+        "set_size": float(np.mean((scores >= threshold).sum(axis=1))),
+    }
 
 
 def assert_same_metrics(expected: dict, actual: dict, rel: float, absolute: float) -> None:

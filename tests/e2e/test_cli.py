@@ -6,7 +6,16 @@ import json
 import pytest
 import torch
 
-from tests.helpers import TinyCNNModule, checkpoint_of, cli_args, cli_in_process, train_py
+from tests.helpers import (
+    TinyCNNModule,
+    checkpoint_of,
+    cli_args,
+    cli_in_process,
+    reference_set_metrics,
+    reference_threshold,
+    set_head_scores,
+    train_py,
+)
 
 SMALL = {"train_size": 512, "val_size": 256, "test_size": 257, "batch_size": 64}  # the embedded data, one epoch
 KS = ["1", "2", "3", "5", "10"]
@@ -15,6 +24,17 @@ KS = ["1", "2", "3", "5", "10"]
 def _run(subcommand, root, *extra, config="synthetic_two_head.yaml"):
     """`train.py SUBCOMMAND --config configs/CONFIG` on the small embedded data, writing under `root`."""
     return cli_in_process([subcommand, *cli_args(config, **SMALL), f"--trainer.default_root_dir={root}", *extra])
+
+
+def _assert_val_metrics_are_the_set_heads(cli, k=2.0):
+    """After a one-epoch `fit`: λ_K is the full-sort rule on the set head's validation scores, and the logged
+    val/avgk_acc@K and val/set_size@K are numpy's count at that λ_K (the final weights are the validated ones)."""
+    scores, target = set_head_scores(cli.model, cli.datamodule, "val")
+    threshold = reference_threshold(scores, k)
+    assert cli.model.calibrated_threshold(k) == pytest.approx(threshold, rel=1e-6)
+    expected = reference_set_metrics(scores, target, threshold)
+    for metric in ("avgk_acc", "set_size"):
+        assert cli.trainer.callback_metrics[f"val/{metric}@{k:g}"].item() == pytest.approx(expected[metric], abs=1e-6)
 
 
 @pytest.fixture(scope="module")
@@ -145,6 +165,7 @@ def test_a_subclass_with_its_own_backbone_trains_by_class_path(tmp_path):
     assert isinstance(cli.model, TinyCNNModule) and cli.model.softmax_head.in_features == 8
     assert (tmp_path / "version_0" / "checkpoints" / "best.ckpt").is_file()
     assert "val/avgk_acc@2" in cli.trainer.callback_metrics
+    _assert_val_metrics_are_the_set_heads(cli)  # the subclass's backbone is the one trained and evaluated
 
 
 def test_softmax_config_reports_the_softmax_head_as_the_set_head(tmp_path):
@@ -154,6 +175,7 @@ def test_softmax_config_reports_the_softmax_head_as_the_set_head(tmp_path):
     assert "val/avgk_acc@2" in metrics and "val/oracle/avgk_acc@2" in metrics
     assert not any(name.startswith("val/softmax/") for name in metrics)
     assert "train/pseudo_label_set_size" not in metrics
+    _assert_val_metrics_are_the_set_heads(cli)  # val/avgk_acc@2 is the softmax head's
 
 
 def test_ckpt_path_last_without_any_run_says_so(tmp_path, capsys):

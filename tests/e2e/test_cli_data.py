@@ -7,16 +7,34 @@ import timm
 import torch
 
 from tests.fixtures import write_fake_cifar100, write_fake_fashion_mnist, write_fake_plantnet, write_image_folder
-from tests.helpers import checkpoint_of, cli_args, cli_in_process, train_py
+from tests.helpers import (
+    checkpoint_of,
+    cli_args,
+    cli_in_process,
+    reference_set_metrics,
+    set_head_scores,
+    train_py,
+)
 
 
 def _fit_then_test(config, run_root, overrides):
-    """`fit` for one epoch, then `test` from its best checkpoint, with the same arguments."""
+    """`fit` for one epoch, then `test` from its best checkpoint, with the same arguments.
+
+    The logged test accuracies and set sizes must be numpy's count over the set head's scores on the test split
+    at the checkpoint's λ_K: the data as the loader gives it, the weights and the thresholds the checkpoint holds.
+    """
     common = [*cli_args(config, num_workers=0), *overrides, f"--trainer.default_root_dir={run_root}"]
     fit = cli_in_process(["fit", *common])
     checkpoint = checkpoint_of(run_root)
-    assert checkpoint.is_file()
     test = cli_in_process(["test", *common, f"--ckpt_path={checkpoint}"])
+    thresholds = torch.load(checkpoint, weights_only=True)["average_k"]["thresholds"][test.model.loss.set_head]
+    scores, target = set_head_scores(test.model, test.datamodule, "test")
+    assert len(target) == len(test.datamodule.test_dataset) and sorted(thresholds) == test.model.eval_ks
+    for k, threshold in thresholds.items():
+        expected = reference_set_metrics(scores, target, threshold)
+        for metric in ("avgk_acc", "set_size"):
+            logged = test.trainer.callback_metrics[f"test/{metric}@{k:g}"].item()
+            assert logged == pytest.approx(expected[metric], abs=1e-6), (metric, k)
     return fit, test
 
 
