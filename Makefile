@@ -1,5 +1,6 @@
-# Quick start: `make run` (train and test on the embedded data) and `make test` (the test suite).
-# Both create .venv on first use; torch and torchvision are pinned to the builds this machine holds.
+# Quick start: `make run` (train and test on the embedded data), `make test` (the whole test suite) and
+# `make test-fast` (tests/unit and the doctests: no training, under a minute).
+# Each creates .venv on first use; torch and torchvision are pinned to the builds this machine holds.
 PYTHON ?= python3
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 VENV := .venv
@@ -8,7 +9,7 @@ STAMP := $(VENV)/.installed
 CONFIG ?= configs/synthetic_two_head.yaml
 RUN_ROOT := runs/quickstart/$(shell date +%Y%m%d-%H%M%S)
 
-.PHONY: run test clean-venv
+.PHONY: run test test-fast clean-venv
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -24,6 +25,9 @@ run: $(STAMP)
 
 test: $(STAMP)
 	WANDB_MODE=disabled $(BIN)/python -m pytest -q
+
+test-fast: $(STAMP)
+	WANDB_MODE=disabled $(BIN)/python -m pytest -q tests/unit avgk_lightning
 
 clean-venv:
 	rm -rf $(VENV)

@@ -1,18 +1,30 @@
-"""Shared test helpers: a tiny backbone module (importable by class_path) and a numpy reference."""
+"""Shared test helpers, importable from tests and from the jobs in tests/scripts/.
+
+ROOT (the repository), a tiny backbone module (configs and docs name it `tests.helpers.TinyCNNModule`),
+a quiet CPU Trainer, the CLI in process (`cli_in_process`) and in a subprocess (`train_py`, `run_script`),
+numpy references, and the metric checks the integration and end-to-end tests share.
+"""
 
 from __future__ import annotations
 
 import os
 import signal
 import subprocess
+import sys
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
+import pytest
 import torch
 from lightning.pytorch import Callback, Trainer
 from torch import nn
 
 from avgk_lightning import TwoHeadModule
+from avgk_lightning.cli import AverageKCLI, run_cli
+
+ROOT = Path(__file__).resolve().parents[1]
+_LAUNCHER_VARIABLES = ("LOCAL_RANK", "RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT", "AVGK_RUN_DIR")
 
 
 class TinyCNNModule(TwoHeadModule):
@@ -32,6 +44,11 @@ class TinyCNNModule(TwoHeadModule):
             nn.Flatten(),
         )
         return backbone, self.width
+
+
+def frozen_sgd(params) -> torch.optim.Optimizer:
+    """SGD with lr 0: with no batch norm, the model scores every sample the same way in every epoch."""
+    return torch.optim.SGD(params, lr=0.0)
 
 
 def cpu_trainer(devices: int = 1, **overrides) -> Trainer:
@@ -63,6 +80,44 @@ def tied_scores(n: int, num_classes: int, seed: int, levels: int = 50) -> torch.
     return (scores * levels).round() / levels
 
 
+@torch.no_grad()
+def set_head_scores(model: TwoHeadModule, datamodule, split: str) -> tuple[np.ndarray, np.ndarray]:
+    """The set head's scores (softmax or sigmoid of the logits) and the labels of a split, batch by batch as
+    the evaluation loop reads them (the data module's own device-side transform included), in eval mode."""
+    loader = getattr(datamodule, f"{split}_dataloader")()
+    was_training = model.training
+    model.eval()
+    scores, targets = [], []
+    try:
+        for batch in loader:
+            images, target = datamodule.on_after_batch_transfer(batch, 0)[:2]
+            softmax_logits, multilabel_logits = model(images.to(model.device))
+            if model.loss.set_head == "softmax":
+                scores.append(softmax_logits.float().softmax(dim=1))
+            else:
+                scores.append(multilabel_logits.float().sigmoid())
+            targets.append(target)
+    finally:
+        model.train(was_training)
+    return torch.cat(scores).cpu().numpy(), torch.cat(targets).cpu().numpy()
+
+
+def reference_set_metrics(scores: np.ndarray, target: np.ndarray, threshold: float) -> dict[str, float]:
+    """avg-K accuracy (the true class's score >= λ) and mean set size by numpy, at a float32 λ as the metrics use."""
+    threshold = np.float32(threshold)
+    return {
+        "avgk_acc": float(np.mean(scores[np.arange(len(target)), target] >= threshold)),
+        "set_size": float(np.mean((scores >= threshold).sum(axis=1))),
+    }
+
+
+def assert_same_metrics(expected: dict, actual: dict, rel: float, absolute: float) -> None:
+    """The same metric names, and every value equal within the tolerance."""
+    assert expected and expected.keys() == actual.keys()
+    for name, value in expected.items():
+        assert actual[name] == pytest.approx(value, rel=rel, abs=absolute), name
+
+
 class KillAtEpochStart(Callback):
     """Sends SIGKILL to its own process when epoch `epoch` starts (the previous epoch's checkpoint is saved)."""
 
@@ -74,17 +129,35 @@ class KillAtEpochStart(Callback):
             os.kill(os.getpid(), signal.SIGKILL)
 
 
-ROOT = Path(__file__).resolve().parents[1]
-_LAUNCHER_VARIABLES = ("LOCAL_RANK", "RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT", "AVGK_RUN_DIR")
+def cli_args(config: str = "synthetic_two_head.yaml", max_epochs: int = 1, **data_args: object) -> list[str]:
+    """`--config configs/CONFIG`, `max_epochs` epochs without a progress bar, `--data.init_args.NAME=VALUE` each."""
+    return [
+        "--config",
+        str(ROOT / "configs" / config),
+        f"--trainer.max_epochs={max_epochs}",
+        "--trainer.enable_progress_bar=false",
+        *(f"--data.init_args.{name}={value}" for name, value in data_args.items()),
+    ]
+
+
+def checkpoint_of(run_root: Path, name: str = "best.ckpt", version: int = 0) -> Path:
+    """The checkpoint `name` of run `version_N` under a run root, as the CLI lays them out."""
+    return run_root / f"version_{version}" / "checkpoints" / name
+
+
+def cli_in_process(args: list[str]) -> AverageKCLI:
+    """`train.py ARGS` in this process (as `make run` does, without a subprocess); returns the CLI object."""
+    with mock.patch("sys.argv", ["train.py"]):
+        return run_cli(args)
 
 
 def run_process_group(command: list[str], timeout: float = 300) -> tuple[int, str]:
     """Run `command` from the repository root in its own process group, then kill the whole group.
 
     Whatever happens (a timeout, a failure, DDP ranks the command launched), no process is left behind.
-    Returns the exit status (negative for a signal) and the merged stdout/stderr.
+    Returns the exit status (negative for a signal) and the merged stdout/stderr, in the order written.
     """
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "WANDB_MODE": "disabled"}
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "WANDB_MODE": "disabled", "PYTHONUNBUFFERED": "1"}
     for name in _LAUNCHER_VARIABLES:
         env.pop(name, None)
     process = subprocess.Popen(
@@ -98,3 +171,13 @@ def run_process_group(command: list[str], timeout: float = 300) -> tuple[int, st
         except ProcessLookupError:
             pass
     return process.returncode, output
+
+
+def train_py(*args: object, timeout: float = 300) -> tuple[int, str]:
+    """`python train.py ARGS...` as a user runs it, through run_process_group."""
+    return run_process_group([sys.executable, "train.py", *map(str, args)], timeout)
+
+
+def run_script(name: str, *args: object, timeout: float = 240) -> tuple[int, str]:
+    """`python -m tests.scripts.NAME ARGS...` through run_process_group (the DDP and kill jobs)."""
+    return run_process_group([sys.executable, "-m", f"tests.scripts.{name}", *map(str, args)], timeout)

@@ -1,6 +1,6 @@
 """Train with last.ckpt saved each epoch; SIGKILL this process halfway through writing the second last.ckpt.
 
-Usage: python -m tests.kill_during_save RUN_DIR
+Usage: python -m tests.scripts.kill_during_save RUN_DIR
 
 Each epoch writes the top-1 checkpoint, then last.ckpt; during the fourth write (epoch 1's last.ckpt)
 the bytes stop after half and the process kills itself with SIGKILL (a real signal: no clean-up runs).
@@ -13,12 +13,12 @@ import signal
 import sys
 
 from fsspec.implementations.local import LocalFileOpener
-from lightning.pytorch import Trainer, seed_everything
+from lightning.pytorch import seed_everything
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from avgk_lightning import PseudoLabelThreshold
 from avgk_lightning.data import SyntheticAmbiguityDataModule
-from tests.helpers import TinyCNNModule
+from tests.helpers import TinyCNNModule, cpu_trainer
 
 _original_write = LocalFileOpener.write
 _saves = {"count": 0}
@@ -37,15 +37,9 @@ def _write_then_die_on_second_save(self, data):
 def main(run_dir: str) -> None:
     seed_everything(0)
     LocalFileOpener.write = _write_then_die_on_second_save
-    trainer = Trainer(
-        max_epochs=3,
-        callbacks=[PseudoLabelThreshold(), ModelCheckpoint(dirpath=run_dir, save_last=True)],
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        limit_val_batches=0,
-        default_root_dir=run_dir,
+    callbacks = [PseudoLabelThreshold(), ModelCheckpoint(dirpath=run_dir, save_last=True)]
+    trainer = cpu_trainer(
+        max_epochs=3, callbacks=callbacks, enable_checkpointing=True, limit_val_batches=0, default_root_dir=run_dir
     )
     data = SyntheticAmbiguityDataModule(train_size=256, val_size=64, test_size=64, batch_size=64)
     trainer.fit(TinyCNNModule(num_classes=40, k=2), data)

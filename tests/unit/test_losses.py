@@ -8,13 +8,13 @@ labels y = [0, 2] (the observed entries are m[0, 0] = 2 and m[1, 2] = -1). With 
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import pytest
 import torch
 
 from avgk_lightning import TwoHeadModule
 from avgk_lightning.losses import LOSSES, AverageKLoss, RegularisedOnlineLabelEstimationLoss, build_loss
+from tests.helpers import ROOT
 
 LOGITS = torch.tensor([[2.0, 0.0, 0.0, -2.0], [0.0, 1.0, -1.0, 0.0]])
 TARGET = torch.tensor([0, 2])
@@ -157,7 +157,7 @@ def test_every_method_of_the_issue_is_registered():
 
 def test_a_user_loss_plugs_in_by_name_and_by_class_path():
     model = TwoHeadModule(
-        num_classes=4, k=2, method="tests.test_losses.HalfAssumeNegative", loss_options={"scale": 0.5}
+        num_classes=4, k=2, method="tests.unit.test_losses.HalfAssumeNegative", loss_options={"scale": 0.5}
     )
     terms = model.loss(None, LOGITS, TARGET)
     assert terms["loss"].item() == pytest.approx(0.5 * _loss("an")["loss"], rel=1e-6)
@@ -202,7 +202,7 @@ def test_bad_methods_and_options_are_named(method, options, message):
 
 
 def test_the_manual_example_loss_trains_by_name():
-    readme = (Path(__file__).resolve().parents[1] / "docs" / "extending.md").read_text()
+    readme = (ROOT / "docs" / "extending.md").read_text()
     code = next(block for block in readme.split("```python")[1:] if "class FocalAssumeNegative" in block)
     namespace: dict = {}
     exec(code.split("```")[0], namespace)  # noqa: S102 - runs the manual's own example

@@ -5,18 +5,15 @@ pytest; the group is killed whatever happens, so no process is left behind.
 """
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import run_process_group
-
-ROOT = Path(__file__).resolve().parents[1]
+from tests.helpers import assert_same_metrics, run_script
 
 
 def _run(out: Path, devices: int) -> dict:
-    code, output = run_process_group([sys.executable, "-m", "tests.ddp_equivalence", str(out), str(devices)], 240)
+    code, output = run_script("ddp_equivalence", out, devices)
     assert code == 0, output[-4000:]
     return json.loads(out.read_text())
 
@@ -25,12 +22,6 @@ def _run(out: Path, devices: int) -> dict:
 def runs(tmp_path_factory):
     directory = tmp_path_factory.mktemp("ddp")
     return _run(directory / "one.json", 1), _run(directory / "two.json", 2)
-
-
-def _assert_same(single: dict, distributed: dict) -> None:
-    assert single.keys() == distributed.keys()
-    for name, value in single.items():
-        assert distributed[name] == pytest.approx(value, rel=1e-6, abs=1e-7), name
 
 
 def test_two_processes_really_ran(runs):
@@ -49,15 +40,15 @@ def test_epoch_pseudo_label_threshold_equals_single_process(runs):
 def test_validation_metrics_equal_single_process(runs):
     single, distributed = runs
     assert "val/avgk_acc@2.5" in single["val"] and "val/softmax/avgk_acc_macro@3" in single["val"]
-    _assert_same(single["val"], distributed["val"])
+    assert_same_metrics(single["val"], distributed["val"], rel=1e-6, absolute=1e-7)
 
 
 def test_test_metrics_equal_single_process(runs):
     single, distributed = runs
     assert "test/oracle/avgk_acc@1" in single["test"]
-    _assert_same(single["test"], distributed["test"])
+    assert_same_metrics(single["test"], distributed["test"], rel=1e-6, absolute=1e-7)
 
 
 def test_metrics_on_uneven_shards_equal_single_process(runs):
     single, distributed = runs
-    _assert_same(single["sharded"], distributed["sharded"])
+    assert_same_metrics(single["sharded"], distributed["sharded"], rel=1e-6, absolute=1e-7)

@@ -1,47 +1,45 @@
 """Each data module trained for one epoch and tested through the CLI, on fixtures in the real formats."""
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
-from unittest import mock
 
 import pytest
 import timm
 import torch
 
-from avgk_lightning.cli import run_cli
 from tests.fixtures import write_fake_cifar100, write_fake_fashion_mnist, write_fake_plantnet, write_image_folder
-
-ROOT = Path(__file__).resolve().parents[1]
-FAST = ["--trainer.max_epochs=1", "--trainer.enable_progress_bar=false", "--data.init_args.num_workers=0"]
-
-
-def _cli(args):
-    with mock.patch("sys.argv", ["train.py"]):
-        return run_cli(args)
+from tests.helpers import (
+    checkpoint_of,
+    cli_args,
+    cli_in_process,
+    reference_set_metrics,
+    set_head_scores,
+    train_py,
+)
 
 
 def _fit_then_test(config, run_root, overrides):
-    common = ["--config", str(ROOT / "configs" / config), *FAST, *overrides, f"--trainer.default_root_dir={run_root}"]
-    fit = _cli(["fit", *common])
-    checkpoint = run_root / "version_0" / "checkpoints" / "best.ckpt"
-    assert checkpoint.is_file()
-    test = _cli(["test", *common, f"--ckpt_path={checkpoint}"])
+    """`fit` for one epoch, then `test` from its best checkpoint, with the same arguments.
+
+    The logged test accuracies and set sizes must be numpy's count over the set head's scores on the test split
+    at the checkpoint's λ_K: the data as the loader gives it, the weights and the thresholds the checkpoint holds.
+    """
+    common = [*cli_args(config, num_workers=0), *overrides, f"--trainer.default_root_dir={run_root}"]
+    fit = cli_in_process(["fit", *common])
+    checkpoint = checkpoint_of(run_root)
+    test = cli_in_process(["test", *common, f"--ckpt_path={checkpoint}"])
+    thresholds = torch.load(checkpoint, weights_only=True)["average_k"]["thresholds"][test.model.loss.set_head]
+    scores, target = set_head_scores(test.model, test.datamodule, "test")
+    assert len(target) == len(test.datamodule.test_dataset) and sorted(thresholds) == test.model.eval_ks
+    for k, threshold in thresholds.items():
+        expected = reference_set_metrics(scores, target, threshold)
+        for metric in ("avgk_acc", "set_size"):
+            logged = test.trainer.callback_metrics[f"test/{metric}@{k:g}"].item()
+            assert logged == pytest.approx(expected[metric], abs=1e-6), (metric, k)
     return fit, test
 
 
-@pytest.mark.parametrize("config", sorted(path.name for path in (ROOT / "configs").glob("*.yaml")))
-def test_every_config_parses(config, capsys):
-    with pytest.raises(SystemExit) as exit_info:
-        _cli(["fit", "--config", str(ROOT / "configs" / config), "--print_config"])
-    assert exit_info.value.code == 0
-    assert "class_path: avgk_lightning" in capsys.readouterr().out
-
-
 @pytest.mark.slow
-def test_cifar100_fit_and_test_with_label_noise(tmp_path):
+def test_cifar100_fit_and_test_with_label_noise(tmp_path, run_root):
     write_fake_cifar100(tmp_path / "data")
     overrides = [
         f"--data.init_args.data_dir={tmp_path / 'data'}",
@@ -49,8 +47,8 @@ def test_cifar100_fit_and_test_with_label_noise(tmp_path):
         "--data.init_args.val_size=100",
         "--data.init_args.noise=0.3",
     ]
-    fit, test = _fit_then_test("cifar100_resnet18_two_head.yaml", tmp_path / "runs", overrides)
-    record = json.loads((tmp_path / "runs" / "version_0" / "label_noise.json").read_text())
+    fit, test = _fit_then_test("cifar100_resnet18_two_head.yaml", run_root, overrides)
+    record = json.loads((run_root / "version_0" / "label_noise.json").read_text())
     assert record["realised_noise_rate"] == pytest.approx(len(record["train_index_of_changed_labels"]) / 300)
     assert 0.15 < record["realised_noise_rate"] < 0.45
     assert fit.model.num_classes == 100 and isinstance(fit.model.network.backbone.maxpool, torch.nn.Identity)
@@ -60,7 +58,7 @@ def test_cifar100_fit_and_test_with_label_noise(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("method", ["two_head", "softmax"])
-def test_fashion_mnist_fit_and_test_with_noise_and_a_long_tail(tmp_path, method):
+def test_fashion_mnist_fit_and_test_with_noise_and_a_long_tail(tmp_path, run_root, method):
     write_fake_fashion_mnist(tmp_path / "data" / "FashionMNIST" / "raw", train_per_class=40, test_per_class=4)
     overrides = [
         f"--data.init_args.data_dir={tmp_path / 'data'}",
@@ -70,8 +68,8 @@ def test_fashion_mnist_fit_and_test_with_noise_and_a_long_tail(tmp_path, method)
         "--data.init_args.imbalance=4",
         "--model.init_args.frequency_boundaries=[10,20]",
     ]
-    fit, test = _fit_then_test(f"fashion_mnist_{method}.yaml", tmp_path / "runs", overrides)
-    record = json.loads((tmp_path / "runs" / "version_0" / "label_noise.json").read_text())
+    fit, test = _fit_then_test(f"fashion_mnist_{method}.yaml", run_root, overrides)
+    record = json.loads((run_root / "version_0" / "label_noise.json").read_text())
     counts = fit.datamodule.class_counts.tolist()
     assert record["train_class_counts"] == counts == fit.model.class_counts
     assert max(counts) / min(counts) == pytest.approx(4, abs=0.5)  # the imbalance ratio, up to rounding
@@ -84,7 +82,7 @@ def test_fashion_mnist_fit_and_test_with_noise_and_a_long_tail(tmp_path, method)
 
 
 @pytest.mark.slow
-def test_plantnet300k_fit_and_test_from_local_weights(tmp_path):
+def test_plantnet300k_fit_and_test_from_local_weights(tmp_path, run_root):
     data_dir = write_fake_plantnet(tmp_path / "plantnet300K")
     weights = tmp_path / "resnet18.tv_in1k.pth"
     torch.save(
@@ -97,26 +95,23 @@ def test_plantnet300k_fit_and_test_from_local_weights(tmp_path):
         "--data.init_args.image_size=64",
         "--data.init_args.resize_size=72",
     ]
-    fit, test = _fit_then_test("plantnet300k_resnet18_two_head.yaml", tmp_path / "runs", overrides)
+    fit, test = _fit_then_test("plantnet300k_resnet18_two_head.yaml", run_root, overrides)
     assert fit.datamodule.class_names[0] == "Daucus carota L."
     assert fit.model.class_names == fit.datamodule.class_names and fit.model.class_counts == [1, 6, 3]
-    saved = torch.load(tmp_path / "runs" / "version_0" / "checkpoints" / "best.ckpt", weights_only=True)
+    saved = torch.load(checkpoint_of(run_root), weights_only=True)
     assert saved["hyper_parameters"]["class_names"][0] == "Daucus carota L."
     assert {"test/avgk_acc@1", "test/avgk_acc@2", "test/softmax/avgk_acc_macro@2"} <= set(test.trainer.callback_metrics)
 
 
-def test_plantnet_config_without_the_weights_file_says_how_to_get_it(tmp_path, capsys):
+def test_plantnet_config_without_the_weights_file_says_how_to_get_it(tmp_path, run_root, capsys):
     data_dir = write_fake_plantnet(tmp_path / "plantnet300K")
-    config = str(ROOT / "configs" / "plantnet300k_resnet18_two_head.yaml")
     with pytest.raises(SystemExit) as exit_info:
-        _cli(
+        cli_in_process(
             [
                 "fit",
-                "--config",
-                config,
-                f"--data.init_args.data_dir={data_dir}",
+                *cli_args("plantnet300k_resnet18_two_head.yaml", data_dir=data_dir),
                 "--model.init_args.k=2",
-                f"--trainer.default_root_dir={tmp_path / 'runs'}",
+                f"--trainer.default_root_dir={run_root}",
             ]
         )
     assert exit_info.value.code == 2
@@ -127,7 +122,7 @@ def test_plantnet_config_without_the_weights_file_says_how_to_get_it(tmp_path, c
 
 
 @pytest.mark.slow
-def test_image_folder_fit_and_test_by_class_path(tmp_path):
+def test_image_folder_fit_and_test_by_class_path(tmp_path, run_root):
     counts = {split: {"rose": 4, "daisy": 3, "tulip": 3} for split in ("train", "val", "test")}
     write_image_folder(tmp_path / "flowers", counts)
     overrides = [
@@ -137,36 +132,25 @@ def test_image_folder_fit_and_test_by_class_path(tmp_path):
         "--data.init_args.resize_size=36",
         "--data.init_args.batch_size=4",
     ]
-    fit, test = _fit_then_test("synthetic_two_head.yaml", tmp_path / "runs", overrides)
+    fit, test = _fit_then_test("synthetic_two_head.yaml", run_root, overrides)
     assert fit.model.num_classes == 3 and fit.datamodule.class_names == ["daisy", "rose", "tulip"]
     assert "test/avgk_acc@2" in test.trainer.callback_metrics
 
 
-def test_a_data_mistake_ends_with_one_line_and_status_2_from_train_py(tmp_path):
+def test_a_data_mistake_ends_with_one_line_and_status_2_from_train_py(tmp_path, run_root):
     write_image_folder(
         tmp_path / "flowers", {"train": {"rose": 2, "daisy": 2, "tulip": 2}, "val": {"lily": 1}, "test": {"rose": 1}}
     )
-    result = subprocess.run(
-        [
-            sys.executable,
-            "train.py",
-            "fit",
-            "--config",
-            str(ROOT / "configs" / "synthetic_two_head.yaml"),
-            "--data=avgk_lightning.data.ImageFolderDataModule",
-            f"--data.init_args.data_dir={tmp_path / 'flowers'}",
-            f"--trainer.default_root_dir={tmp_path / 'runs'}",
-        ],
-        check=False,  # the test reads the return code and stderr itself
-        cwd=ROOT,
-        env={**os.environ, "WANDB_MODE": "disabled"},
-        capture_output=True,
-        text=True,
-        timeout=300,
+    code, output = train_py(
+        "fit",
+        *cli_args(),
+        "--data=avgk_lightning.data.ImageFolderDataModule",
+        f"--data.init_args.data_dir={tmp_path / 'flowers'}",
+        f"--trainer.default_root_dir={run_root}",
     )
-    assert result.returncode == 2
-    assert "Traceback" not in result.stderr
-    assert result.stderr.strip().splitlines()[-1] == (
+    assert code == 2
+    assert "Traceback" not in output
+    assert output.strip().splitlines()[-1] == (
         f"error: Unknown class folder {tmp_path / 'flowers' / 'val' / 'lily'}: class 'lily' has no folder in "
         f"{tmp_path / 'flowers' / 'train'}. Class indices come from the training split: add training images for it "
         "or remove the folder."

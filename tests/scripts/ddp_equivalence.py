@@ -1,6 +1,6 @@
 """Run the same seeded job on 1 or 2 CPU processes and write what it measured to a JSON file.
 
-Usage: python -m tests.ddp_equivalence OUT.json DEVICES
+Usage: python -m tests.scripts.ddp_equivalence OUT.json DEVICES
 
 A frozen (lr 0) model without batch norm gives every sample the same scores whatever the number of
 processes, so the epoch pseudo-label threshold, the validation and test metrics and the metrics
@@ -20,11 +20,7 @@ from lightning.pytorch import seed_everything
 from avgk_lightning import PseudoLabelThreshold
 from avgk_lightning.data import SyntheticAmbiguityDataModule
 from avgk_lightning.metrics import AverageKAccuracy, AverageKEvaluation, MeanSetSize
-from tests.helpers import TinyCNNModule, cpu_trainer, tied_scores
-
-
-def _frozen_sgd(params):
-    return torch.optim.SGD(params, lr=0.0)
+from tests.helpers import TinyCNNModule, cpu_trainer, frozen_sgd, tied_scores
 
 
 def _sharded_metrics(rank: int, world_size: int) -> dict[str, float]:
@@ -52,7 +48,7 @@ def _sharded_metrics(rank: int, world_size: int) -> dict[str, float]:
 def main(out_path: str, devices: int) -> None:
     seed_everything(0)
     data = SyntheticAmbiguityDataModule(train_size=600, val_size=65, test_size=67, batch_size=32)
-    model = TinyCNNModule(num_classes=40, k=3, eval_ks=[1, 2.5, 3], optimizer=_frozen_sgd)
+    model = TinyCNNModule(num_classes=40, k=3, eval_ks=[1, 2.5, 3], optimizer=frozen_sgd)
     pseudo_labels = PseudoLabelThreshold()
     trainer = cpu_trainer(devices, max_epochs=2, callbacks=[pseudo_labels])
     trainer.fit(model, data)

@@ -30,8 +30,9 @@ def test_figures_are_saved_in_the_run_dir_and_logged_to_wandb(tmp_path, monkeypa
     trainer.fit(model, data)
     trainer.test(model, data, verbose=False)
     assert [path.name for path in plots.paths] == [f"{name}.png" for name in NAMES]
-    for path in plots.paths:
+    for path in plots.paths:  # PNG files in the run directory, with something drawn in them
         assert path.parent == tmp_path / "plots" and path.stat().st_size > 10_000
+        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert [key for key, _ in logger.logged_images] == [f"test/plots/{name}" for name in NAMES]
     trainer.test(model, data, verbose=False)  # a second test never replaces the first figures
     assert [path.name for path in plots.paths] == [f"{name}-1.png" for name in NAMES]

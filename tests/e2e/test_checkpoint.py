@@ -1,20 +1,18 @@
 """The checkpoint format: unreadable and foreign files end in one error line; earlier checkpoints still load."""
 
 from pathlib import Path
-from unittest import mock
 
 import pytest
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from avgk_lightning.checkpoint import read_checkpoint
-from avgk_lightning.cli import run_cli
 from avgk_lightning.data import SyntheticAmbiguityDataModule
 from avgk_lightning.errors import InvalidInputError, MissingFileError
 from avgk_lightning.export import main as export_main
-from tests.helpers import TinyCNNModule, cpu_trainer
+from tests.helpers import ROOT, TinyCNNModule, cli_in_process, cpu_trainer
 
-CONFIG = str(Path(__file__).resolve().parents[1] / "configs" / "synthetic_two_head.yaml")
+CONFIG = str(ROOT / "configs" / "synthetic_two_head.yaml")
 
 
 @pytest.fixture(scope="module")
@@ -53,8 +51,8 @@ def test_a_truncated_or_foreign_file_is_named_in_one_error(saved, tmp_path):
 def test_the_cli_prints_one_error_line_for_a_truncated_checkpoint(saved, tmp_path, capsys, subcommand):
     truncated = _truncated(saved[0], tmp_path)
     args = [subcommand, "--config", CONFIG, f"--trainer.default_root_dir={tmp_path}", f"--ckpt_path={truncated}"]
-    with mock.patch("sys.argv", ["train.py"]), pytest.raises(SystemExit) as exit_info:
-        run_cli(args)
+    with pytest.raises(SystemExit) as exit_info:
+        cli_in_process(args)
     error = capsys.readouterr().err.strip()
     assert exit_info.value.code == 2 and "Traceback" not in error
     assert error.startswith(f"error: Cannot read checkpoint {truncated} (argument `ckpt_path`)")

@@ -1,35 +1,24 @@
-import numpy as np
+"""The callbacks in training: PseudoLabelThreshold (epoch and batch scope, resume), the non-finite loss stop, and
+BestAndLastCheckpoint."""
+
 import pytest
 import torch
-from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch import Callback, LightningModule
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from avgk_lightning import PseudoLabelThreshold
-from avgk_lightning.callbacks import _HISTOGRAM_BINS, BestAndLastCheckpoint, NonTrueScoreHistogram, _bin_indices
+from avgk_lightning.callbacks import BestAndLastCheckpoint
 from avgk_lightning.data import SyntheticAmbiguityDataModule
 from avgk_lightning.errors import NonFiniteLossError
-from tests.helpers import TinyCNNModule, cpu_trainer
+from tests.helpers import TinyCNNModule, cpu_trainer, frozen_sgd
 
 
 def _frozen_module(**kwargs):
-    return TinyCNNModule(num_classes=40, k=3, optimizer=lambda params: torch.optim.SGD(params, lr=0.0), **kwargs)
+    return TinyCNNModule(num_classes=40, k=3, optimizer=frozen_sgd, **kwargs)
 
 
 def _data():
     return SyntheticAmbiguityDataModule(train_size=600, val_size=101, test_size=101, batch_size=64)
-
-
-def _trainer(tmp_path, callbacks, max_epochs=2, **kwargs):
-    return Trainer(
-        max_epochs=max_epochs,
-        callbacks=callbacks,
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        default_root_dir=tmp_path,
-        **kwargs,
-    )
 
 
 class ThresholdProbe(Callback):
@@ -43,53 +32,12 @@ class ThresholdProbe(Callback):
         self.thresholds.append(None if rule is None else rule.threshold)
 
 
-@pytest.mark.parametrize("k", [2, 3, 5, 10])
-def test_histogram_threshold_puts_the_requested_count_of_non_true_scores_above_it(k):
-    generator = torch.Generator().manual_seed(k)
-    target = torch.randint(0, 100, (4000,), generator=generator)
-    logits = torch.randn(4000, 100, generator=generator).mul(2.5)
-    logits[torch.arange(4000), target] += 4  # the true class is usually the top score
-    probs = logits.softmax(dim=1)
-    histogram = NonTrueScoreHistogram()
-    for start in range(0, 4000, 32):
-        histogram.update(probs[start : start + 32], target[start : start + 32])
-    assert histogram.counts.sum().item() == 4000 * 99
-    count = (k - 1) * 4000
-    non_true = probs.clone()
-    non_true[torch.arange(4000), target] = -1.0
-    above = (non_true >= histogram.threshold(count)).sum().item()
-    assert abs(above - count) <= 0.005 * count
-
-
-def test_histogram_counts_every_non_true_score_in_its_bit_pattern_bin():
-    generator = torch.Generator().manual_seed(0)
-    target = torch.randint(0, 50, (300,), generator=generator)
-    probs = torch.randn(300, 50, generator=generator).mul(3).softmax(dim=1)
-    histogram = NonTrueScoreHistogram()
-    for start in range(0, 300, 64):  # a ragged last batch
-        histogram.update(probs[start : start + 64], target[start : start + 64])
-    # independent reference: numpy's bit patterns of the non-true scores, counted by np.bincount
-    keep = np.ones((300, 50), dtype=bool)
-    keep[np.arange(300), target.numpy()] = False
-    patterns = probs.numpy()[keep].view(np.int32) >> 12
-    reference = np.bincount(patterns, minlength=_HISTOGRAM_BINS)
-    assert np.array_equal(histogram.counts.numpy(), reference)
-
-
-def test_histogram_is_a_fixed_size_whatever_the_data():
-    small, large = NonTrueScoreHistogram(), NonTrueScoreHistogram()
-    small.update(torch.full((1, 3), 1 / 3), torch.tensor([0]))
-    for _ in range(20):
-        large.update(torch.rand(512, 100).softmax(dim=1), torch.zeros(512, dtype=torch.long))
-    assert small.nbytes == large.nbytes < 16 * 2**20
-    # scores of exactly 0 and 1 land in the first and the last bin
-    assert _bin_indices(torch.tensor([0.0, 1.0])).tolist() == [0, _HISTOGRAM_BINS - 1]
-
-
 def test_epoch_scope_with_frozen_model_realises_k_in_the_next_epoch(tmp_path):
     probe = ThresholdProbe()
     model = _frozen_module()
-    trainer = _trainer(tmp_path, [PseudoLabelThreshold("epoch"), probe], max_epochs=2, limit_val_batches=0)
+    trainer = cpu_trainer(
+        default_root_dir=tmp_path, callbacks=[PseudoLabelThreshold("epoch"), probe], max_epochs=2, limit_val_batches=0
+    )
     trainer.fit(model, _data())
     assert probe.thresholds[0] is None  # first epoch: batch rule
     assert probe.thresholds[1] == pytest.approx(trainer.callback_metrics["train/pseudo_label_threshold"].item())
@@ -99,7 +47,9 @@ def test_epoch_scope_with_frozen_model_realises_k_in_the_next_epoch(tmp_path):
 
 def test_batch_scope_keeps_the_batch_rule(tmp_path):
     probe = ThresholdProbe()
-    trainer = _trainer(tmp_path, [PseudoLabelThreshold("batch"), probe], max_epochs=2, limit_val_batches=0)
+    trainer = cpu_trainer(
+        default_root_dir=tmp_path, callbacks=[PseudoLabelThreshold("batch"), probe], max_epochs=2, limit_val_batches=0
+    )
     trainer.fit(_frozen_module(), _data())
     assert probe.thresholds == [None, None]
     # every batch has exactly round(B (K - 1)) non-true positives: 9 batches of 64 and one of 24
@@ -108,7 +58,9 @@ def test_batch_scope_keeps_the_batch_rule(tmp_path):
 
 def test_softmax_method_is_left_alone(tmp_path):
     probe = ThresholdProbe()
-    trainer = _trainer(tmp_path, [PseudoLabelThreshold(), probe], max_epochs=1, limit_val_batches=0)
+    trainer = cpu_trainer(
+        default_root_dir=tmp_path, callbacks=[PseudoLabelThreshold(), probe], max_epochs=1, limit_val_batches=0
+    )
     trainer.fit(_frozen_module(method="softmax"), _data())
     assert "train/pseudo_label_set_size" not in trainer.callback_metrics
 
@@ -116,24 +68,28 @@ def test_softmax_method_is_left_alone(tmp_path):
 def test_threshold_is_checkpointed_and_restored_on_resume(tmp_path):
     checkpoint = ModelCheckpoint(dirpath=tmp_path, save_last=True)
     first = PseudoLabelThreshold()
-    _trainer(tmp_path, [first, checkpoint], max_epochs=1, limit_val_batches=0).fit(_frozen_module(), _data())
+    trainer = cpu_trainer(
+        default_root_dir=tmp_path,
+        callbacks=[first, checkpoint],
+        enable_checkpointing=True,
+        max_epochs=1,
+        limit_val_batches=0,
+    )
+    trainer.fit(_frozen_module(), _data())
     assert first.threshold is not None
     saved = torch.load(tmp_path / "last.ckpt", weights_only=False)
     assert saved["callbacks"]["PseudoLabelThreshold"]["threshold"] == first.threshold
     resumed, probe = PseudoLabelThreshold(), ThresholdProbe()
-    trainer = _trainer(tmp_path, [resumed, probe], max_epochs=2, limit_val_batches=0)
+    trainer = cpu_trainer(default_root_dir=tmp_path, callbacks=[resumed, probe], max_epochs=2, limit_val_batches=0)
     trainer.fit(_frozen_module(), _data(), ckpt_path=tmp_path / "last.ckpt")
     assert probe.thresholds == [first.threshold]
 
 
 def test_module_without_the_callback_warns_and_uses_the_batch_rule(tmp_path):
     with pytest.warns(UserWarning, match="No PseudoLabelThreshold callback"):
-        _trainer(tmp_path, [], max_epochs=1, limit_train_batches=2, limit_val_batches=0).fit(_frozen_module(), _data())
-
-
-def test_scope_is_validated():
-    with pytest.raises(ValueError, match="`scope` to be 'epoch' or 'batch', but got 'step'"):
-        PseudoLabelThreshold("step")
+        cpu_trainer(default_root_dir=tmp_path, max_epochs=1, limit_train_batches=2, limit_val_batches=0).fit(
+            _frozen_module(), _data()
+        )
 
 
 class PoisonImagesAtEpoch(Callback):
@@ -150,7 +106,8 @@ class PoisonImagesAtEpoch(Callback):
 def test_non_finite_loss_stops_training_and_keeps_the_last_good_checkpoint(tmp_path):
     model = TinyCNNModule(num_classes=40, k=3)
     checkpoint = ModelCheckpoint(dirpath=tmp_path, save_last=True)
-    trainer = _trainer(tmp_path, [PseudoLabelThreshold(), checkpoint, PoisonImagesAtEpoch(1)], max_epochs=3)
+    callbacks = [PseudoLabelThreshold(), checkpoint, PoisonImagesAtEpoch(1)]
+    trainer = cpu_trainer(default_root_dir=tmp_path, callbacks=callbacks, enable_checkpointing=True, max_epochs=3)
     with pytest.raises(NonFiniteLossError, match="loss is nan at global step 10 \\(epoch 1, batch index 0\\)"):
         trainer.fit(model, _data())
     saved = torch.load(tmp_path / "last.ckpt", weights_only=True)

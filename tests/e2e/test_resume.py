@@ -2,27 +2,15 @@
 
 import shutil
 import signal
-import sys
-from pathlib import Path
-from unittest import mock
 
 import pytest
 import torch
 
-from avgk_lightning.cli import run_cli
-from tests.helpers import run_process_group
+from tests.helpers import checkpoint_of, cli_args, cli_in_process, train_py
 
-ROOT = Path(__file__).resolve().parents[1]
 COMMON = [
-    "--config",
-    str(ROOT / "configs" / "synthetic_two_head.yaml"),
-    "--data.init_args.train_size=640",
-    "--data.init_args.val_size=256",
-    "--data.init_args.test_size=257",
-    "--data.init_args.batch_size=64",
-    "--trainer.max_epochs=3",
+    *cli_args(max_epochs=3, train_size=640, val_size=256, test_size=257, batch_size=64),
     "--trainer.deterministic=true",
-    "--trainer.enable_progress_bar=false",
     "--trainer.logger=false",
     "--model.init_args.lr_scheduler=torch.optim.lr_scheduler.MultiStepLR",
     "--model.init_args.lr_scheduler.init_args.milestones=[2]",
@@ -30,12 +18,11 @@ COMMON = [
 
 
 def _fit(root, *extra):
-    return run_process_group([sys.executable, "train.py", "fit", *COMMON, f"--trainer.default_root_dir={root}", *extra])
+    return train_py("fit", *COMMON, f"--trainer.default_root_dir={root}", *extra)
 
 
 def _test_metrics(root, checkpoint):
-    with mock.patch("sys.argv", ["train.py"]):
-        cli = run_cli(["test", *COMMON, f"--trainer.default_root_dir={root}", f"--ckpt_path={checkpoint}"])
+    cli = cli_in_process(["test", *COMMON, f"--trainer.default_root_dir={root}", f"--ckpt_path={checkpoint}"])
     return {name: float(value) for name, value in cli.trainer.callback_metrics.items()}
 
 
@@ -50,7 +37,7 @@ def runs(tmp_path_factory):
         root / "killed", "--trainer.callbacks+=tests.helpers.KillAtEpochStart", "--trainer.callbacks.epoch=2"
     )
     assert code == -signal.SIGKILL, output[-3000:]
-    killed_checkpoint = root / "killed" / "version_0" / "checkpoints" / "last.ckpt"
+    killed_checkpoint = checkpoint_of(root / "killed", "last.ckpt")
     shutil.copy(killed_checkpoint, root / "at_the_kill.ckpt")
     code, output = _fit(root / "killed", "--ckpt_path=last")  # resumes version_0 in place
     assert code == 0, output[-3000:]
@@ -67,8 +54,8 @@ def test_the_killed_run_stopped_after_its_second_epoch(runs):
 
 @pytest.mark.slow
 def test_resumed_run_ends_with_the_metrics_of_an_uninterrupted_run(runs):
-    uninterrupted = _test_metrics(runs / "first", runs / "first" / "version_0" / "checkpoints" / "last.ckpt")
-    resumed = _test_metrics(runs / "killed", runs / "killed" / "version_0" / "checkpoints" / "last.ckpt")
+    uninterrupted = _test_metrics(runs / "first", checkpoint_of(runs / "first", "last.ckpt"))
+    resumed = _test_metrics(runs / "killed", checkpoint_of(runs / "killed", "last.ckpt"))
     assert "test/avgk_acc@2" in uninterrupted
     assert resumed == uninterrupted
 
@@ -83,6 +70,6 @@ def test_ckpt_path_last_resumes_in_place_and_keeps_both_configs(runs):
 
 @pytest.mark.slow
 def test_same_seed_same_config_same_metrics(runs):
-    first = _test_metrics(runs / "first", runs / "first" / "version_0" / "checkpoints" / "last.ckpt")
-    second = _test_metrics(runs / "second", runs / "second" / "version_0" / "checkpoints" / "last.ckpt")
+    first = _test_metrics(runs / "first", checkpoint_of(runs / "first", "last.ckpt"))
+    second = _test_metrics(runs / "second", checkpoint_of(runs / "second", "last.ckpt"))
     assert first == second

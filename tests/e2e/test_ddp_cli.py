@@ -8,24 +8,15 @@ group is killed at the end, whatever happens, so nothing is left behind.
 import csv
 import json
 import re
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import run_process_group
+from tests.helpers import assert_same_metrics, checkpoint_of, cli_args, train_py
 
-ROOT = Path(__file__).resolve().parents[1]
 COMMON = [
-    "--config",
-    str(ROOT / "configs" / "synthetic_two_head.yaml"),
-    "--data.init_args.train_size=600",
-    "--data.init_args.val_size=201",
-    "--data.init_args.test_size=203",
-    "--data.init_args.batch_size=32",
-    "--trainer.max_epochs=1",
+    *cli_args(train_size=600, val_size=201, test_size=203, batch_size=32),
     "--trainer.accelerator=cpu",
-    "--trainer.enable_progress_bar=false",
     "--trainer.logger=lightning.pytorch.loggers.CSVLogger",
     "--trainer.logger.init_args.save_dir=.",
 ]
@@ -33,9 +24,7 @@ DDP = ["--trainer.devices=2", "--trainer.strategy=ddp"]
 
 
 def _train_py(args, root):
-    code, output = run_process_group(
-        [sys.executable, "train.py", args[0], *COMMON, *args[1:], f"--trainer.default_root_dir={root}"]
-    )
+    code, output = train_py(args[0], *COMMON, *args[1:], f"--trainer.default_root_dir={root}")
     assert code == 0, output[-4000:]
 
 
@@ -52,7 +41,7 @@ def _logged(run_dir: Path, prefix: str) -> dict[str, float]:
 def runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("ddp_cli")
     _train_py(["fit", *DDP], root)  # version_0
-    checkpoint = root / "version_0" / "checkpoints" / "best.ckpt"
+    checkpoint = checkpoint_of(root)
     assert checkpoint.is_file()
     _train_py(["test", "--trainer.devices=1", f"--ckpt_path={checkpoint}"], root)  # version_1
     _train_py(["test", *DDP, f"--ckpt_path={checkpoint}"], root)  # version_2
@@ -63,24 +52,18 @@ def runs(tmp_path_factory):
     return root
 
 
-def _assert_same(single: dict, distributed: dict) -> None:
-    assert single and single.keys() == distributed.keys()
-    for name, value in single.items():
-        assert distributed[name] == pytest.approx(value, rel=1e-5, abs=1e-6), name
-
-
 @pytest.mark.slow
 def test_test_metrics_are_the_same_on_one_and_two_processes(runs):
     single, distributed = _logged(runs / "version_1", "test/"), _logged(runs / "version_2", "test/")
     assert "test/avgk_acc@2" in single and "test/softmax/avgk_acc_macro@10" in single
-    _assert_same(single, distributed)
+    assert_same_metrics(single, distributed, rel=1e-5, absolute=1e-6)
 
 
 @pytest.mark.slow
 def test_validate_metrics_are_the_same_on_one_and_two_processes(runs):
     single, distributed = _logged(runs / "version_3", "val/"), _logged(runs / "version_4", "val/")
     assert "val/oracle/avgk_acc@3" in single
-    _assert_same(single, distributed)
+    assert_same_metrics(single, distributed, rel=1e-5, absolute=1e-6)
 
 
 @pytest.mark.slow

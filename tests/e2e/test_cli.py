@@ -2,39 +2,39 @@
 
 import csv
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
-from unittest import mock
 
 import pytest
 import torch
 
-from avgk_lightning.cli import new_run_dir, run_cli
-from tests.helpers import TinyCNNModule
+from tests.helpers import (
+    TinyCNNModule,
+    checkpoint_of,
+    cli_args,
+    cli_in_process,
+    reference_set_metrics,
+    reference_threshold,
+    set_head_scores,
+    train_py,
+)
 
-ROOT = Path(__file__).resolve().parents[1]
-CONFIG = str(ROOT / "configs" / "synthetic_two_head.yaml")
-SMALL = [
-    "--data.init_args.train_size=512",
-    "--data.init_args.val_size=256",
-    "--data.init_args.test_size=257",
-    "--data.init_args.batch_size=64",
-    "--trainer.max_epochs=1",
-    "--trainer.enable_progress_bar=false",
-]
+SMALL = {"train_size": 512, "val_size": 256, "test_size": 257, "batch_size": 64}  # the embedded data, one epoch
 KS = ["1", "2", "3", "5", "10"]
 
 
-def _cli(args):
-    with mock.patch("sys.argv", ["train.py"]):
-        return run_cli(args)
+def _run(subcommand, root, *extra, config="synthetic_two_head.yaml"):
+    """`train.py SUBCOMMAND --config configs/CONFIG` on the small embedded data, writing under `root`."""
+    return cli_in_process([subcommand, *cli_args(config, **SMALL), f"--trainer.default_root_dir={root}", *extra])
 
 
-def _run(subcommand, root, *extra, config=CONFIG):
-    """`train.py SUBCOMMAND --config CONFIG` on the small embedded data, writing under `root`."""
-    return _cli([subcommand, "--config", config, *SMALL, f"--trainer.default_root_dir={root}", *extra])
+def _assert_val_metrics_are_the_set_heads(cli, k=2.0):
+    """After a one-epoch `fit`: λ_K is the full-sort rule on the set head's validation scores, and the logged
+    val/avgk_acc@K and val/set_size@K are numpy's count at that λ_K (the final weights are the validated ones)."""
+    scores, target = set_head_scores(cli.model, cli.datamodule, "val")
+    threshold = reference_threshold(scores, k)
+    assert cli.model.calibrated_threshold(k) == pytest.approx(threshold, rel=1e-6)
+    expected = reference_set_metrics(scores, target, threshold)
+    for metric in ("avgk_acc", "set_size"):
+        assert cli.trainer.callback_metrics[f"val/{metric}@{k:g}"].item() == pytest.approx(expected[metric], abs=1e-6)
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +59,7 @@ def test_fit_writes_config_and_checkpoints_in_a_new_run_dir(fitted):
 
 def test_test_applies_the_checkpointed_thresholds_to_both_heads(fitted):
     root, _ = fitted
-    checkpoint_path = root / "version_0" / "checkpoints" / "best.ckpt"
+    checkpoint_path = checkpoint_of(root)
     saved = torch.load(checkpoint_path, weights_only=True)["average_k"]["thresholds"]
     cli = _run("test", root, f"--ckpt_path={checkpoint_path}")
     metrics = cli.trainer.callback_metrics
@@ -82,29 +82,15 @@ def test_test_applies_the_checkpointed_thresholds_to_both_heads(fitted):
 
 def test_train_py_prints_the_results_table(fitted):
     root, _ = fitted
-    checkpoint_path = root / "version_0" / "checkpoints" / "best.ckpt"
-    env = {**os.environ, "WANDB_MODE": "disabled"}
-    result = subprocess.run(
-        [
-            sys.executable,
-            "train.py",
-            "test",
-            "--config",
-            CONFIG,
-            *SMALL,
-            f"--trainer.default_root_dir={root}",
-            f"--ckpt_path={checkpoint_path}",
-            "--verbose=false",
-        ],
-        check=False,  # the test reads the return code and stderr itself
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
+    checkpoint_path = checkpoint_of(root)
+    code, output = train_py(
+        "test",
+        *cli_args(**SMALL),
+        f"--trainer.default_root_dir={root}",
+        f"--ckpt_path={checkpoint_path}",
+        "--verbose=false",
     )
-    assert result.returncode == 0, result.stderr[-3000:]
-    output = result.stdout + result.stderr
+    assert code == 0, output[-3000:]
     assert "| K | avg-K acc, multi-label head | avg-K acc, softmax head | avg-K acc, Bayes oracle |" in output
     assert sum(line.startswith("| ") and line.split("|")[1].strip() in KS for line in output.splitlines()) == 5
     assert "| sets | K | few | medium | many | cov. size 1 |" in output  # the diagnostics table
@@ -113,7 +99,7 @@ def test_train_py_prints_the_results_table(fitted):
 
 def test_predict_writes_the_sets_of_predict_k_and_never_overwrites(fitted, tmp_path, capsys):
     root, _ = fitted
-    checkpoint_path = root / "version_0" / "checkpoints" / "best.ckpt"
+    checkpoint_path = checkpoint_of(root)
     saved = torch.load(checkpoint_path, weights_only=True)["average_k"]["thresholds"]["multilabel"]
     output = tmp_path / "sets.jsonl"
     cli = _run(
@@ -149,7 +135,7 @@ def test_predict_writes_the_sets_of_predict_k_and_never_overwrites(fitted, tmp_p
 
 def test_predict_k_that_was_not_calibrated_lists_those_that_were(fitted, capsys):
     root, _ = fitted
-    checkpoint_path = root / "version_0" / "checkpoints" / "best.ckpt"
+    checkpoint_path = checkpoint_of(root)
     with pytest.raises(SystemExit):
         _run("predict", root, f"--ckpt_path={checkpoint_path}", "--model.init_args.predict_k=4")
     assert "K=4 (argument `predict_k`) was not calibrated: the checkpoint has λ_K for K = 1, 2, 3, 5, 10" in (
@@ -179,22 +165,17 @@ def test_a_subclass_with_its_own_backbone_trains_by_class_path(tmp_path):
     assert isinstance(cli.model, TinyCNNModule) and cli.model.network.softmax_head.in_features == 8
     assert (tmp_path / "version_0" / "checkpoints" / "best.ckpt").is_file()
     assert "val/avgk_acc@2" in cli.trainer.callback_metrics
+    _assert_val_metrics_are_the_set_heads(cli)  # the subclass's backbone is the one trained and evaluated
 
 
 def test_softmax_config_reports_the_softmax_head_as_the_set_head(tmp_path):
-    config = str(ROOT / "configs" / "synthetic_softmax.yaml")
-    cli = _run("fit", tmp_path, config=config)
+    cli = _run("fit", tmp_path, config="synthetic_softmax.yaml")
     metrics = cli.trainer.callback_metrics
     assert cli.model.method == "softmax"
     assert "val/avgk_acc@2" in metrics and "val/oracle/avgk_acc@2" in metrics
     assert not any(name.startswith("val/softmax/") for name in metrics)
     assert "train/pseudo_label_set_size" not in metrics
-
-
-def test_new_run_dir_never_reuses_a_directory(tmp_path):
-    (tmp_path / "version_0").mkdir()
-    (tmp_path / "version_1").mkdir()
-    assert new_run_dir(tmp_path) == tmp_path / "version_2"
+    _assert_val_metrics_are_the_set_heads(cli)  # val/avgk_acc@2 is the softmax head's
 
 
 def test_ckpt_path_last_without_any_run_says_so(tmp_path, capsys):
@@ -206,22 +187,20 @@ def test_ckpt_path_last_without_any_run_says_so(tmp_path, capsys):
     )
 
 
-def test_wandb_asked_online_without_a_key_falls_back_to_offline(tmp_path, monkeypatch):
+def test_wandb_asked_online_without_a_key_falls_back_to_offline(tmp_path, run_root, monkeypatch):
     monkeypatch.delenv("WANDB_MODE", raising=False)
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
     monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.netrc: no stored key
     monkeypatch.setenv("NETRC", str(tmp_path / "absent"))
     with pytest.warns(UserWarning, match="W&B cannot log online: no W&B API key.*Logging offline instead"):
-        cli = _run(
-            "fit", tmp_path / "runs", "--trainer.logger.init_args.offline=false", "--model=tests.helpers.TinyCNNModule"
-        )
+        cli = _run("fit", run_root, "--trainer.logger.init_args.offline=false", "--model=tests.helpers.TinyCNNModule")
     assert cli.trainer.logger._offline is True
-    assert list((tmp_path / "runs" / "version_0" / "wandb").glob("offline-run-*"))
+    assert list((run_root / "version_0" / "wandb").glob("offline-run-*"))
 
 
 def test_a_checkpoint_of_another_method_is_refused_before_training(fitted, capsys):
     root, _ = fitted
-    checkpoint_path = root / "version_0" / "checkpoints" / "best.ckpt"
+    checkpoint_path = checkpoint_of(root)
     with pytest.raises(SystemExit) as exit_info:
         _run("fit", root, "--model.init_args.method=softmax", f"--ckpt_path={checkpoint_path}")
     assert exit_info.value.code == 2
@@ -230,7 +209,7 @@ def test_a_checkpoint_of_another_method_is_refused_before_training(fitted, capsy
 
 def test_arguments_overridden_by_the_checkpoint_are_named(fitted):
     root, _ = fitted
-    checkpoint_path = root / "version_0" / "checkpoints" / "best.ckpt"
+    checkpoint_path = checkpoint_of(root)
     with pytest.warns(UserWarning, match="come from the checkpoint's hyperparameters: mu=1.0 \\(not 0.5\\)$"):
         cli = _run("test", root, "--model.init_args.mu=0.5", f"--ckpt_path={checkpoint_path}", "--verbose=false")
     assert cli.model.optimizer_factory is not None  # the config's optimizer, not reset by the checkpoint
@@ -240,7 +219,7 @@ def test_exported_set_predictor_gives_the_sets_of_the_module(fitted, tmp_path, c
     from avgk_lightning.export import load_set_predictor, main
 
     root, cli = fitted
-    checkpoint_path = root / "version_0" / "checkpoints" / "best.ckpt"
+    checkpoint_path = checkpoint_of(root)
     output = tmp_path / "predictor.pt"
     main([str(checkpoint_path), f"--output={output}", "--k=3", "--input-shape=3,16,16"])
     predictor, metadata = load_set_predictor(output)

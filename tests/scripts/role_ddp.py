@@ -1,10 +1,10 @@
 """Train ROLE for 2 epochs on 1 or 2 CPU processes; save the merged label estimates and each rank's batches.
 
-Usage: python -m tests.role_ddp OUT_DIR DEVICES
+Usage: python -m tests.scripts.role_ddp OUT_DIR DEVICES
 
 The network is frozen (lr 0, no batch norm), so every sample's scores are the same on every process and
 the label estimates after training depend only on which batches were seen: a single process replaying
-the recorded batches must reproduce the matrix the processes merged (tests/test_role.py).
+the recorded batches must reproduce the matrix the processes merged (tests/e2e/test_role_ddp.py).
 """
 
 from __future__ import annotations
@@ -17,11 +17,7 @@ import torch
 from lightning.pytorch import Callback, seed_everything
 
 from avgk_lightning.data import SyntheticAmbiguityDataModule
-from tests.helpers import TinyCNNModule, cpu_trainer
-
-
-def frozen_sgd(params):
-    return torch.optim.SGD(params, lr=0.0)
+from tests.helpers import TinyCNNModule, cpu_trainer, frozen_sgd
 
 
 def build() -> tuple[TinyCNNModule, SyntheticAmbiguityDataModule]:

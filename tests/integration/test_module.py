@@ -1,0 +1,50 @@
+"""TwoHeadModule trained by a Trainer: the warm-up, and the logged training accuracy."""
+
+import pytest
+import torch
+from lightning.pytorch import Callback
+
+from avgk_lightning import PseudoLabelThreshold
+from avgk_lightning.data import SyntheticAmbiguityDataModule
+from tests.helpers import TinyCNNModule, cpu_trainer, frozen_sgd
+
+
+class _HeadSnapshot(Callback):
+    """Copies of the multi-label head's weights at the start of every training epoch, and at the end."""
+
+    def __init__(self) -> None:
+        self.weights = []
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        self.weights.append(pl_module.network.multilabel_head.weight.detach().clone())
+
+    def on_train_end(self, trainer, pl_module):
+        self.weights.append(pl_module.network.multilabel_head.weight.detach().clone())
+
+
+def test_warmup_leaves_the_multilabel_head_untouched_until_pseudo_labels_start():
+    model = TinyCNNModule(
+        num_classes=40,
+        k=2,
+        loss_options={"warmup_epochs": 1},
+        optimizer=lambda params: torch.optim.SGD(params, lr=0.1),
+    )
+    snapshot = _HeadSnapshot()
+    trainer = cpu_trainer(max_epochs=2, callbacks=[PseudoLabelThreshold(), snapshot], limit_val_batches=1)
+    trainer.fit(model, SyntheticAmbiguityDataModule(train_size=256, val_size=64, test_size=64, batch_size=64))
+    start, after_warmup, end = snapshot.weights
+    assert torch.equal(start, after_warmup) and not torch.equal(after_warmup, end)
+
+
+@pytest.mark.parametrize("method, head", [("two_head", "softmax"), ("an", "multilabel")])
+def test_train_top1_accuracy_is_the_accuracy_on_the_training_labels(method, head):
+    torch.manual_seed(0)
+    model = TinyCNNModule(num_classes=40, k=2, method=method, optimizer=frozen_sgd)
+    data = SyntheticAmbiguityDataModule(train_size=300, val_size=64, test_size=64, batch_size=64)
+    trainer = cpu_trainer(max_epochs=1, callbacks=[PseudoLabelThreshold()], limit_val_batches=1)
+    trainer.fit(model, data)
+    images, targets, _ = data.train_dataset.tensors
+    with torch.no_grad():  # the frozen model (lr 0, no batch norm) scores every training image the same way
+        logits = dict(zip(("softmax", "multilabel"), model(images)))[head]
+    expected = (logits.argmax(dim=1) == targets).float().mean().item()
+    assert trainer.callback_metrics["train/top1_acc"].item() == pytest.approx(expected, abs=1e-6)
