@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from tests.helpers import ROOT
 
@@ -38,3 +39,24 @@ def test_readme_relative_links_point_at_files(readme):
     assert targets, f"{readme} has no relative links"
     missing = [target for target in targets if not (path.parent / target.split("#", 1)[0]).exists()]
     assert not missing, f"{readme} links to missing files: {missing}"
+
+
+def test_the_readme_python_example_runs(tmp_path, monkeypatch):
+    """The README's example, on a smaller embedded data set and one epoch: it trains, tests and predicts sets."""
+    readme = (ROOT / "README.md").read_text()
+    code = next(block for block in readme.split("```python")[1:] if "predict_sets" in block).split("```")[0]
+    small = "SyntheticAmbiguityDataModule(train_size=256, val_size=128, test_size=128)"
+    assert "SyntheticAmbiguityDataModule()" in code and "max_epochs=12" in code
+    code = code.replace("SyntheticAmbiguityDataModule()", small).replace("max_epochs=12", "max_epochs=1")
+    code = code.replace("logger=False", f"logger=False, enable_progress_bar=False, default_root_dir={str(tmp_path)!r}")
+    namespace: dict = {}
+    exec(code, namespace)  # noqa: S102 - runs the README's own example
+    model, images = namespace["model"], namespace["images"]
+    sets = model.predict_sets(images[:4], k=2)
+    threshold = model.calibrated_threshold(2)
+    assert len(sets) == 4 and all(isinstance(index, int) for members in sets for index in members)
+    with torch.no_grad():  # the same scores, in evaluation mode, as predict_sets reads them
+        scores = model.eval().network.scores(images[:4], ["multilabel"])["multilabel"]
+    assert [sorted(members) for members in sets] == [
+        sorted((row >= threshold).nonzero().flatten().tolist()) for row in scores
+    ]

@@ -38,15 +38,13 @@ def _head_scores(model, loader, bf16):
     does on CPU) or in float32; softmax / sigmoid of the logits in float32, as the evaluation computes them."""
     model.eval()
     autocast = torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
-    softmax, multilabel, targets = [], [], []
+    scores, targets = {head: [] for head in model.evaluation_heads}, []
     with torch.no_grad(), autocast:
-        for images, target, _ in loader:
-            softmax_logits, multilabel_logits = model(images)
-            softmax.append(softmax_logits.float().softmax(dim=1))
-            multilabel.append(multilabel_logits.float().sigmoid())
-            targets.append(target)
-    scores = {"softmax": torch.cat(softmax).numpy(), "multilabel": torch.cat(multilabel).numpy()}
-    return {head: scores[head] for head in model.evaluation_heads}, torch.cat(targets).numpy()
+        for batch in loader:
+            for head, head_scores in model.network.scores(batch.images, model.evaluation_heads).items():
+                scores[head].append(head_scores)
+            targets.append(batch.target)
+    return {head: torch.cat(values).numpy() for head, values in scores.items()}, torch.cat(targets).numpy()
 
 
 @pytest.mark.parametrize("method", ["two_head", "softmax"])

@@ -74,6 +74,9 @@ def main(out_path: str, devices: int) -> None:
                 handle,
                 indent=1,
             )
+    if distributed:  # a clean shutdown: gloo's threads can abort a process that exits with the group alive
+        dist.barrier()
+        dist.destroy_process_group()
 
 
 if __name__ == "__main__":

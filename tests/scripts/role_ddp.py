@@ -47,6 +47,9 @@ def main(out_dir: str, devices: int) -> None:
     (out / f"batches_rank{trainer.global_rank}.json").write_text(json.dumps(recorder.batches))
     if trainer.global_rank == 0:
         torch.save(model.loss.estimates.state_dict(), out / "estimates.pt")
+    if torch.distributed.is_initialized():  # a clean shutdown (see ddp_equivalence.py)
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
 
 
 if __name__ == "__main__":
