@@ -5,4 +5,4 @@ from avgk_lightning.callbacks import PseudoLabelThreshold
 from avgk_lightning.module import TwoHeadModule
 
 __all__ = ["PseudoLabelThreshold", "TwoHeadModule"]
-__version__ = "0.1.0"
+__version__ = "0.2.0"
