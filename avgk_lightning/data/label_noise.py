@@ -1,4 +1,11 @@
-"""Superclass label noise on training labels, shared by the data modules that offer it."""
+"""Label noise on training labels: the superclass rule shared by the data modules, and the reference code's rule.
+
+* :func:`superclass_label_noise`: with probability p, another class of the same superclass (the label
+  always changes: realised rate p);
+* :func:`reference_label_noise`: the rule of the authors' public code for the CIFAR-100 protocol
+  (garcinc/noised-topk): with probability p, a class drawn uniformly in the label's block of
+  ``block`` consecutive class indices, itself included (realised rate p (block - 1) / block).
+"""
 
 from __future__ import annotations
 
@@ -6,12 +13,13 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from lightning.pytorch import Trainer
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor
 
-__all__ = ["report_label_noise", "superclass_label_noise"]
+__all__ = ["reference_label_noise", "report_label_noise", "superclass_label_noise"]
 
 
 def superclass_label_noise(labels: Tensor, superclass_of: Tensor, noise: float, seed: int) -> Tensor:
@@ -43,6 +51,27 @@ def superclass_label_noise(labels: Tensor, superclass_of: Tensor, noise: float, 
     noisy = labels.clone()
     noisy[replace] = others[labels[replace], choice[replace]]
     return noisy
+
+
+def reference_label_noise(labels: Tensor, noise: float, seed: int, block: int = 5) -> Tensor:
+    """The reference code's rule: with probability `noise`, a label is redrawn uniformly in its block.
+
+    The blocks are the `block` consecutive class indices ``label - label % block`` ... ``+ block - 1``;
+    the redrawn label may be the label itself. The draws are those of the reference code after
+    ``np.random.seed(seed)``: first one offset in ``[0, block)`` per label (``np.random.choice``), then
+    one Bernoulli(`noise`) per label (``np.random.binomial``), over `labels` in their order. Given the
+    official training labels in file order and the reference run's seed, the noisy labels are the
+    reference run's, image by image.
+
+    Example:
+        >>> reference_label_noise(torch.tensor([0, 7, 12, 19]), noise=1.0, seed=0).tolist()  # blocks 0-4, 5-9, ...
+        [4, 5, 13, 18]
+    """
+    generator = np.random.RandomState(seed)
+    offsets = torch.from_numpy(generator.choice(block, size=len(labels)))
+    redraw = torch.from_numpy(generator.binomial(1, noise, size=len(labels)).astype(bool))
+    labels = labels.long()
+    return torch.where(redraw, labels - labels % block + offsets, labels)
 
 
 def report_label_noise(

@@ -1,10 +1,13 @@
+import json
 import pickle
+from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import torch
 
 from avgk_lightning.data import CIFAR100DataModule
-from avgk_lightning.data.label_noise import superclass_label_noise
+from avgk_lightning.data.label_noise import reference_label_noise, superclass_label_noise
 from tests.fixtures import write_fake_cifar100, write_image
 
 
@@ -132,3 +135,57 @@ def test_predict_dir_images_are_resized_to_cifar_inputs(cifar_dir, tmp_path):
     assert image.shape == (3, 32, 32)
     batch = next(iter(data.predict_dataloader()))
     assert batch.target is None and batch.index.tolist() == [0]
+
+
+def _numpy_reference_rule(labels: np.ndarray, noise: float, seed: int) -> np.ndarray:
+    """garcinc/noised-topk's LabelNoise(k=5), written as that code draws: the global numpy generator after
+    np.random.seed(seed), one np.random.choice(5) offset per label, then one np.random.binomial(1, p) per label."""
+    state = np.random.get_state()
+    try:
+        np.random.seed(seed)
+        offsets = np.random.choice(5, size=len(labels))
+        redrawn = np.random.binomial(1, noise, size=len(labels))
+    finally:
+        np.random.set_state(state)
+    return np.array(
+        [label - label % 5 + offset if flag else label for label, offset, flag in zip(labels, offsets, redrawn)]
+    )
+
+
+def test_reference_rule_gives_the_reference_code_labels_image_by_image(cifar_dir):
+    train, _ = _files(cifar_dir)
+    fine = np.array(train["fine_labels"])
+    expected = _numpy_reference_rule(fine, noise=0.6, seed=7)  # over the whole file, in file order
+    data = _module(cifar_dir, noise=0.6, noise_rule="reference", noise_seed=7)
+    data.setup("fit")
+    order = torch.randperm(400, generator=torch.Generator().manual_seed(0))
+    train_index = order[100:].sort().values.numpy()
+    assert data.train_dataset.labels.tolist() == expected[train_index].tolist()
+    assert data.clean_train_labels.tolist() == fine[train_index].tolist()
+    blocks = data.train_dataset.labels // 5
+    assert torch.equal(blocks, data.clean_train_labels // 5)  # consecutive blocks, not the superclasses
+    assert torch.equal(data.val_dataset.labels, torch.tensor(fine[order[:100].sort().values.numpy()]))  # clean
+
+
+@pytest.mark.parametrize("noise", [0.1, 0.4])
+def test_reference_rule_keeps_a_fifth_of_the_redrawn_labels(noise):
+    labels = torch.arange(100).repeat(200)  # 20,000 labels
+    noisy = reference_label_noise(labels, noise, seed=3)
+    rate, expected = (noisy != labels).float().mean().item(), 0.8 * noise
+    assert abs(rate - expected) < 4 * (expected * (1 - expected) / len(labels)) ** 0.5
+    assert torch.equal(noisy // 5, labels // 5)
+
+
+def test_noise_rule_is_checked_and_saved(cifar_dir, tmp_path):
+    with pytest.raises(
+        ValueError, match="Expected argument `noise_rule` to be 'superclass' or 'reference', but got 'block'"
+    ):
+        _module(cifar_dir, noise_rule="block")
+    trainer = SimpleNamespace(is_global_zero=True, loggers=[], default_root_dir=str(tmp_path))
+    data = _module(cifar_dir, noise=0.5, noise_rule="reference")
+    data.trainer = trainer
+    data.setup("fit")
+    saved = json.loads((tmp_path / "label_noise.json").read_text())
+    assert saved["noise_rule"] == "reference" and saved["requested_noise"] == 0.5
+    assert saved["train_index_of_changed_labels"] == data.noisy_indices.tolist()
+    assert saved["realised_noise_rate"] == pytest.approx(data.realised_noise_rate)
