@@ -1,12 +1,12 @@
 """Errors in what a user wrote (an argument, a file, a data set): the message says what to fix.
 
-They subclass ValueError (and FileNotFoundError where a path is missing) so that Python callers can
-catch them as usual; ``train.py`` prints their message alone and exits with status 2.
+They subclass ValueError (and FileNotFoundError where a path is missing, ImportError where an optional
+package is) so that Python callers can catch them as usual; ``train.py`` prints their message alone and exits with status 2.
 """
 
 from __future__ import annotations
 
-__all__ = ["InvalidInputError", "MissingFileError", "NonFiniteLossError", "find_input_error"]
+__all__ = ["InvalidInputError", "MissingDependencyError", "MissingFileError", "NonFiniteLossError", "find_input_error"]
 
 
 class InvalidInputError(ValueError):
@@ -15,6 +15,10 @@ class InvalidInputError(ValueError):
 
 class MissingFileError(InvalidInputError, FileNotFoundError):
     """A file or folder the user pointed at does not exist."""
+
+
+class MissingDependencyError(InvalidInputError, ImportError):
+    """An optional package that the asked feature needs is not installed: the message names the pip extra."""
 
 
 class NonFiniteLossError(InvalidInputError, FloatingPointError):

@@ -1,14 +1,17 @@
-"""Export the set predictor (backbone, set head and λ_K) as one TorchScript file, usable without this package.
+"""Export the set predictor (backbone, set head and λ_K) as one TorchScript or ONNX file, usable without this package.
 
 Usage::
 
-    python -m avgk_lightning.export CHECKPOINT --output predictor.pt [--k 3] [--input-shape 3,224,224]
-        [--model-class avgk_lightning.TwoHeadModule] [--overwrite]
+    python -m avgk_lightning.export CHECKPOINT --output predictor.pt [--format torchscript|onnx] [--k 3]
+        [--input-shape 3,224,224] [--model-class avgk_lightning.TwoHeadModule] [--overwrite]
 
-The file loads with ``torch.jit.load(path)`` alone; calling it on a (N, C, H, W) batch, transformed as
-in evaluation, returns ``(scores, sets)``: the set head's scores (sigmoid for the multi-label head,
-softmax for the softmax head) and the boolean (N, L) mask ``scores >= λ_K``. K, λ_K and the class
-names travel in the file's ``avgk.json`` extra file (``torch.jit.load(path, _extra_files=...)``).
+TorchScript (the default; any --output name but ``.onnx``): the file loads with ``torch.jit.load(path)``
+alone; calling it on a (N, C, H, W) batch, transformed as in evaluation, returns ``(scores, sets)``: the
+set head's scores (sigmoid for the multi-label head, softmax for the softmax head) and the boolean (N, L)
+mask ``scores >= λ_K``. K, λ_K and the class names travel in the file's ``avgk.json`` extra file
+(``torch.jit.load(path, _extra_files=...)``). ONNX (``--format onnx``, a ``.onnx`` name, the ``export``
+extra): the same outputs from an onnxruntime session, the metadata in the model's metadata_props
+(:mod:`avgk_lightning.onnx_export`).
 """
 
 from __future__ import annotations
@@ -24,11 +27,13 @@ import torch
 from torch import Tensor, nn
 
 from avgk_lightning.checkpoint import read_checkpoint
+from avgk_lightning.checks import check_choice
 from avgk_lightning.errors import InvalidInputError
 from avgk_lightning.models import TwoHeadNetwork
 from avgk_lightning.module import TwoHeadModule
+from avgk_lightning.onnx_export import write_onnx
 
-__all__ = ["SetPredictor", "export_set_predictor", "load_set_predictor"]
+__all__ = ["FORMATS", "SetPredictor", "check_output", "export_set_predictor", "load_set_predictor"]
 
 _METADATA = "avgk.json"
 
@@ -56,26 +61,64 @@ class SetPredictor(nn.Module):
         return scores, scores >= self.threshold
 
 
-def export_set_predictor(
-    module: TwoHeadModule, output: str | Path, k: float | None = None, input_shape: Sequence[int] = (3, 224, 224)
-) -> Path:
-    """Trace :class:`SetPredictor` on a CPU batch of `input_shape` and save it (with K, λ_K, class names) to `output`."""
-    predictor = SetPredictor(module.cpu(), k, argument="--k").eval()
-    example = torch.zeros(2, *input_shape)
+def _write_torchscript(predictor: SetPredictor, metadata: dict, output: Path, input_shape: Sequence[int]) -> None:
     with torch.no_grad():
-        traced = torch.jit.trace(predictor, example)
-    k = module.predict_k if k is None else float(k)
+        traced = torch.jit.trace(predictor, torch.zeros(2, *input_shape))
+    torch.jit.save(traced, str(output), _extra_files={_METADATA: json.dumps(metadata)})
+
+
+_WRITERS = {"torchscript": _write_torchscript, "onnx": write_onnx}
+FORMATS = tuple(_WRITERS)
+
+
+def check_output(output: Path, file_format: str, overwrite: bool = True) -> None:
+    """Raise unless `file_format` is known, `output` ends in .onnx exactly for ONNX, and exists only if `overwrite`.
+
+    Example:
+        >>> check_output(Path("predictor.pt"), "onnx")
+        Traceback (most recent call last):
+        ...
+        avgk_lightning.errors.InvalidInputError: predictor.pt (argument --output) is not a .onnx name, which --format onnx needs: pass e.g. predictor.onnx.
+    """
+    check_choice("--format", file_format, FORMATS)
+    if file_format == "onnx" and output.suffix != ".onnx":
+        raise InvalidInputError(
+            f"{output} (argument --output) is not a .onnx name, which --format onnx needs: "
+            f"pass e.g. {output.with_suffix('.onnx')}."
+        )
+    if file_format != "onnx" and output.suffix == ".onnx":
+        raise InvalidInputError(
+            f"{output} (argument --output) is a .onnx name, but --format is {file_format}: "
+            f"pass --format onnx, or e.g. {output.with_suffix('.pt')}."
+        )
+    if output.exists() and not overwrite:
+        raise InvalidInputError(f"{output} exists (argument --output): pass another file name, or --overwrite.")
+
+
+def export_set_predictor(
+    module: TwoHeadModule,
+    output: str | Path,
+    k: float | None = None,
+    input_shape: Sequence[int] = (3, 224, 224),
+    file_format: str = "torchscript",
+) -> Path:
+    """Write :class:`SetPredictor` (with K, λ_K, class names) to `output` as TorchScript (traced) or ONNX.
+
+    Both are traced on a CPU batch of `input_shape`; see the module's docstring for what the file holds.
+    """
+    output = Path(output)
+    check_output(output, file_format)
+    predictor = SetPredictor(module.cpu(), k, argument="--k").eval()
     metadata = {
-        "k": k,
+        "k": module.predict_k if k is None else float(k),
         "threshold": float(predictor.threshold),
         "set_head": module.loss.set_head,
         "method": module.method,
         "class_names": module.class_names or [str(index) for index in range(module.num_classes)],
         "input_shape": list(input_shape),
     }
-    output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
-    torch.jit.save(traced, str(output), _extra_files={_METADATA: json.dumps(metadata)})
+    _WRITERS[file_format](predictor, metadata, output, input_shape)
     return output
 
 
@@ -100,7 +143,8 @@ def _module_class(dotted: str) -> type[TwoHeadModule]:
 def main(argv: Sequence[str] | None = None) -> Path:
     parser = argparse.ArgumentParser(prog="python -m avgk_lightning.export", description=__doc__.splitlines()[0])
     parser.add_argument("checkpoint", help="a checkpoint of `train.py fit` (best.ckpt or last.ckpt)")
-    parser.add_argument("--output", required=True, help="the TorchScript file to write")
+    parser.add_argument("--output", required=True, help="the file to write (a .onnx name for --format onnx)")
+    parser.add_argument("--format", default="torchscript", help=f"{' or '.join(FORMATS)} (default: torchscript)")
     parser.add_argument(
         "--k", type=float, default=None, help="the calibrated K whose λ_K makes the sets (default: predict_k)"
     )
@@ -118,13 +162,12 @@ def main(argv: Sequence[str] | None = None) -> Path:
         parser.error(f"--input-shape must be C,H,W (three positive integers), got {args.input_shape!r}")
     output = Path(args.output)
     try:
-        if output.exists() and not args.overwrite:
-            raise InvalidInputError(f"{output} exists (argument --output): pass another file name, or --overwrite.")
+        check_output(output, args.format, args.overwrite)
         read_checkpoint(args.checkpoint, argument="checkpoint")
         module = _module_class(args.model_class).load_from_checkpoint(
             args.checkpoint, map_location="cpu", weights_only=False
         )
-        path = export_set_predictor(module, output, args.k, input_shape)
+        path = export_set_predictor(module, output, args.k, input_shape, args.format)
     except InvalidInputError as error:
         print(f"error: {error}", file=sys.stderr)
         raise SystemExit(2) from None

@@ -2,10 +2,13 @@
 
 import csv
 import json
+import sys
 
+import numpy as np
 import pytest
 import torch
 
+from avgk_lightning.checkpoint import read_checkpoint
 from tests.helpers import (
     TinyCNNModule,
     checkpoint_of,
@@ -13,6 +16,7 @@ from tests.helpers import (
     cli_in_process,
     reference_set_metrics,
     reference_threshold,
+    run_process_group,
     set_head_scores,
     train_py,
 )
@@ -215,7 +219,7 @@ def test_arguments_overridden_by_the_checkpoint_are_named(fitted):
     assert cli.model.optimizer_factory is not None  # the config's optimizer, not reset by the checkpoint
 
 
-def test_exported_set_predictor_gives_the_sets_of_the_module(fitted, tmp_path, capsys):
+def test_exported_set_predictor_gives_the_sets_of_the_module(fitted, tmp_path):
     from avgk_lightning.export import load_set_predictor, main
 
     root, cli = fitted
@@ -232,12 +236,123 @@ def test_exported_set_predictor_gives_the_sets_of_the_module(fitted, tmp_path, c
     with torch.no_grad():
         model.eval()
         torch.testing.assert_close(scores, model(images)[1].sigmoid())
-    with pytest.raises(SystemExit):
-        main([str(checkpoint_path), f"--output={output}", "--input-shape=3,16,16"])
-    assert "predictor.pt exists (argument --output)" in capsys.readouterr().err
-    with pytest.raises(SystemExit):
-        main([str(checkpoint_path), f"--output={tmp_path / 'other.pt'}", "--k=4"])
-    assert "K=4 (argument `--k`) was not calibrated" in capsys.readouterr().err
+
+
+def test_onnx_export_runs_in_onnxruntime_with_the_scores_and_sets_of_the_module(fitted, tmp_path):
+    import onnx
+
+    from avgk_lightning.export import main
+    from avgk_lightning.onnx_export import load_onnx_predictor
+
+    root, cli = fitted
+    checkpoint_path = checkpoint_of(root)
+    output = main(
+        [str(checkpoint_path), "--format=onnx", f"--output={tmp_path / 'p.onnx'}", "--k=3", "--input-shape=3,16,16"]
+    )
+    session, metadata = load_onnx_predictor(output)
+    assert [(node.name, node.shape[0]) for node in session.get_inputs()] == [("images", "batch")]
+    images = cli.datamodule.test_dataset.tensors[0][:37]  # traced on a batch of 2: the batch axis is dynamic
+    scores, sets = session.run(["scores", "sets"], {"images": images.numpy()})
+    model = TwoHeadModuleFromCheckpoint(checkpoint_path).eval()
+    head = model.loss.set_head
+    with torch.no_grad():
+        expected = model.network.scores(images, [head])[head].numpy()
+    assert scores.dtype == np.float32 and sets.dtype == np.bool_ and scores.shape == (37, model.num_classes)
+    np.testing.assert_allclose(scores, expected, rtol=0, atol=1e-5)  # float32 kernels of two runtimes
+    assert [row.nonzero()[0].tolist() for row in sets] == [sorted(s) for s in model.predict_sets(images, k=3)]
+    threshold = read_checkpoint(checkpoint_path)["average_k"]["thresholds"][head][3.0]
+    assert metadata == {
+        "k": 3.0,
+        "threshold": threshold,
+        "set_head": head,
+        "method": "two_head",
+        "class_names": model.class_names,
+        "input_shape": [3, 16, 16],
+    }
+    assert {prop.key: prop.value for prop in onnx.load(str(output)).metadata_props} == {
+        "k": "3.0",
+        "threshold": json.dumps(threshold),
+        "set_head": head,
+        "method": "two_head",
+        "class_names": json.dumps(model.class_names),
+        "input_shape": "[3, 16, 16]",
+    }
+
+
+def _single_error_line(exit_info, capsys) -> str:
+    error = capsys.readouterr().err
+    assert exit_info.value.code == 2 and len(error.splitlines()) == 1 and error.startswith("error: ")
+    return error.strip()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ["{tmp}/nowhere.ckpt", "--output={tmp}/p.pt"],
+            "Checkpoint not found: {tmp}/nowhere.ckpt (argument `checkpoint`)",
+        ),
+        (
+            ["{ckpt}", "--format=tflite", "--output={tmp}/p.tflite"],
+            "Expected argument `--format` to be 'torchscript' or 'onnx', but got 'tflite'",
+        ),
+        (
+            ["{ckpt}", "--format=onnx", "--output={tmp}/p.pt"],
+            "{tmp}/p.pt (argument --output) is not a .onnx name, which --format onnx needs: pass e.g. {tmp}/p.onnx.",
+        ),
+        (
+            ["{ckpt}", "--output={tmp}/p.onnx"],
+            "{tmp}/p.onnx (argument --output) is a .onnx name, but --format is torchscript: pass --format onnx",
+        ),
+        (
+            ["{ckpt}", "--format=onnx", "--output={tmp}/p.onnx", "--k=4"],
+            "K=4 (argument `--k`) was not calibrated: the checkpoint has λ_K for K = 1, 2, 3, 5, 10.",
+        ),
+        (["{ckpt}", "--output={tmp}/p.pt", "--k=4"], "K=4 (argument `--k`) was not calibrated"),
+        (
+            ["{ckpt}", "--format=onnx", "--output={tmp}/exists.onnx"],
+            "{tmp}/exists.onnx exists (argument --output): pass another file name, or --overwrite.",
+        ),
+        (["{ckpt}", "--output={tmp}/exists.pt"], "{tmp}/exists.pt exists (argument --output)"),
+    ],
+    ids=["no-checkpoint", "format", "onnx-suffix", "torchscript-suffix", "k-onnx", "k", "exists-onnx", "exists"],
+)
+def test_export_bad_input_ends_in_one_error_line(fitted, tmp_path, capsys, args, message):
+    from avgk_lightning.export import main
+
+    (tmp_path / "exists.onnx").touch()
+    (tmp_path / "exists.pt").touch()
+    values = {"ckpt": checkpoint_of(fitted[0]), "tmp": tmp_path}
+    with pytest.raises(SystemExit) as exit_info:
+        main([arg.format(**values) for arg in args] + ["--input-shape=3,16,16"])
+    assert message.format(**values) in _single_error_line(exit_info, capsys)
+    assert not (tmp_path / "p.onnx").exists() and not (tmp_path / "p.pt").exists()
+
+
+def test_onnx_export_without_its_packages_names_the_extra(fitted, tmp_path, capsys, monkeypatch):
+    from avgk_lightning.export import main
+    from avgk_lightning.onnx_export import load_onnx_predictor
+
+    monkeypatch.setitem(sys.modules, "onnxscript", None)  # as if not installed: importing it raises ImportError
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)
+    with pytest.raises(SystemExit) as exit_info:
+        main(
+            [str(checkpoint_of(fitted[0])), "--format=onnx", f"--output={tmp_path / 'p.onnx'}", "--input-shape=3,16,16"]
+        )
+    error = _single_error_line(exit_info, capsys)
+    assert error.startswith("error: --format onnx needs the onnxscript package")
+    assert error.endswith('pip install "avgk-lightning[export]"')
+    with pytest.raises(
+        ImportError, match=r"load_onnx_predictor needs the onnxruntime package .*avgk-lightning\[export\]"
+    ):
+        load_onnx_predictor(tmp_path / "p.onnx")
+
+
+def test_the_export_command_prints_no_usage_nor_traceback(fitted, tmp_path):
+    command = [sys.executable, "-m", "avgk_lightning.export", str(checkpoint_of(fitted[0]))]
+    status, output = run_process_group([*command, "--format", "tflite", "--output", str(tmp_path / "p.tflite")])
+    assert status == 2
+    assert output == "error: Expected argument `--format` to be 'torchscript' or 'onnx', but got 'tflite'\n"
 
 
 def TwoHeadModuleFromCheckpoint(path):
