@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+import yaml
 
 from avgk_lightning.cli import new_run_dir
 from tests.fixtures import write_fake_cifar100
@@ -58,3 +59,8 @@ def test_cifar100_densenet_recipe_has_the_rates_of_the_reference_code(method, tm
     assert _epoch_rates(scheduler["scheduler"], 300) == pytest.approx(reference, rel=1e-9)
     assert cli.model.network.softmax_head.in_features == 440 and not cli.model.hparams.small_input_stem
 
+
+@pytest.mark.parametrize("config", sorted(path.name for path in (ROOT / "configs").glob("[cp]*.yaml")))
+def test_every_cifar100_and_plantnet300k_recipe_uses_nesterov_sgd_as_the_reference_code(config):
+    optimizer = yaml.safe_load((ROOT / "configs" / config).read_text())["model"]["init_args"]["optimizer"]
+    assert optimizer["class_path"] == "torch.optim.SGD" and optimizer["init_args"]["nesterov"] is True
