@@ -145,10 +145,13 @@ def checkpoint_of(run_root: Path, name: str = "best.ckpt", version: int = 0) -> 
     return run_root / f"version_{version}" / "checkpoints" / name
 
 
-def cli_in_process(args: list[str]) -> AverageKCLI:
-    """`train.py ARGS` in this process (as `make run` does, without a subprocess); returns the CLI object."""
+def cli_in_process(args: list[str], run: bool = True) -> AverageKCLI:
+    """`train.py ARGS` in this process (as `make run` does, without a subprocess); returns the CLI object.
+
+    With `run` false, `args` name no subcommand and the CLI only builds its trainer, model and data module.
+    """
     with mock.patch("sys.argv", ["train.py"]):
-        return run_cli(args)
+        return run_cli(args, run=run)
 
 
 def run_process_group(command: list[str], timeout: float = 300) -> tuple[int, str]:

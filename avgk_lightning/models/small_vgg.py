@@ -7,7 +7,7 @@ from typing import Any
 from timm.models import register_model
 from torch import Tensor, nn
 
-from avgk_lightning.errors import InvalidInputError
+from avgk_lightning.models.backbones import scratch_model_arguments
 
 __all__ = ["SmallVGG", "small_vgg"]
 
@@ -95,15 +95,7 @@ class SmallVGG(nn.Module):
         self.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
 
 
-# Arguments timm's create_model hands to every entry point; SmallVGG has no pretrained weights to place.
-_TIMM_LOADING_ARGUMENTS = ("pretrained_cfg", "pretrained_cfg_overlay", "cache_dir")
-
-
 @register_model
 def small_vgg(pretrained: bool = False, **kwargs: Any) -> SmallVGG:
     """SmallVGG with 16/32/64 channels and 512 hidden units (0.32 M parameters at 28x28, the classifier excluded)."""
-    if pretrained:
-        raise InvalidInputError("small_vgg has no pretrained weights: pass `pretrained: false` (train it from scratch)")
-    for name in _TIMM_LOADING_ARGUMENTS:
-        kwargs.pop(name, None)
-    return SmallVGG(**kwargs)
+    return SmallVGG(**scratch_model_arguments("small_vgg", pretrained, kwargs))

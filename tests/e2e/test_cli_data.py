@@ -57,6 +57,28 @@ def test_cifar100_fit_and_test_with_label_noise(tmp_path, run_root):
 
 
 @pytest.mark.slow
+def test_cifar100_densenet_recipe_fits_a_limited_epoch_and_tests(tmp_path, run_root):
+    write_fake_cifar100(tmp_path / "data", train_per_class=1)  # DenseNet-BC-40-40: ~50 ms per image on 2 cores
+    overrides = [
+        f"--data.init_args.data_dir={tmp_path / 'data'}",
+        "--data.init_args.verify_checksums=false",
+        "--data.init_args.val_size=20",
+        "--data.init_args.noise=0.3",
+        "--data.init_args.batch_size=16",
+        "--trainer.limit_train_batches=0.2",  # 1 of the 5 batches ("1" would parse as the float 1.0: all)
+        "--trainer.num_sanity_val_steps=0",
+    ]
+    fit, test = _fit_then_test("cifar100_densenet40_two_head.yaml", run_root, overrides)
+    record = json.loads((run_root / "version_0" / "label_noise.json").read_text())
+    assert record["realised_noise_rate"] == pytest.approx(len(record["train_index_of_changed_labels"]) / 80)
+    assert 0.15 < record["realised_noise_rate"] < 0.45
+    assert fit.trainer.global_step == 1 and fit.model.num_classes == 100
+    assert fit.model.hparams.backbone == "densenet_bc_40_40" and fit.model.network.softmax_head.in_features == 440
+    for name in ("test/avgk_acc@3", "test/softmax/avgk_acc@3", "test/topk_acc@5", "test/set_size@10"):
+        assert name in test.trainer.callback_metrics
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["two_head", "softmax"])
 def test_fashion_mnist_fit_and_test_with_noise_and_a_long_tail(tmp_path, run_root, method):
     write_fake_fashion_mnist(tmp_path / "data" / "FashionMNIST" / "raw", train_per_class=40, test_per_class=4)
