@@ -21,6 +21,7 @@ __all__ = [
     "check_integer",
     "check_k",
     "check_num_classes",
+    "check_number",
     "check_probability",
     "check_scores",
     "check_target",
@@ -50,6 +51,23 @@ def check_probability(name: str, value: object) -> None:
     """Raise unless `value` is a number in [0, 1]."""
     if not _is_number(value) or not 0.0 <= value <= 1.0:
         raise InvalidInputError(f"Expected argument `{name}` to be a probability in [0, 1], but got {value!r}")
+
+
+def check_number(name: str, value: object, low: float, high: float, closed: str = "[]") -> None:
+    """Raise unless `value` is a number between `low` and `high`; `closed` says which ends belong: "[]", "(]", ...
+
+    Example:
+        >>> check_number("compression", 0, 0, 1, closed="(]")
+        Traceback (most recent call last):
+        ...
+        avgk_lightning.errors.InvalidInputError: Expected argument `compression` to be a number in (0, 1], but got 0
+    """
+    inside = _is_number(value) and (low <= value if closed[0] == "[" else low < value)
+    inside = inside and (value <= high if closed[1] == "]" else value < high)
+    if not inside:
+        raise InvalidInputError(
+            f"Expected argument `{name}` to be a number in {closed[0]}{low:g}, {high:g}{closed[1]}, but got {value!r}"
+        )
 
 
 def check_choice(name: str, value: object, choices: Sequence[str]) -> None:

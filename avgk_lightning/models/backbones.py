@@ -5,30 +5,12 @@ from __future__ import annotations
 import difflib
 import sys
 from pathlib import Path
-from typing import Any
 
 from torch import nn
 
 from avgk_lightning.errors import InvalidInputError, MissingFileError
 
-__all__ = ["create_backbone", "load_backbone_weights", "scratch_model_arguments"]
-
-# Arguments timm's create_model hands to every entry point; a model without pretrained weights has none to place.
-_TIMM_LOADING_ARGUMENTS = ("pretrained_cfg", "pretrained_cfg_overlay", "cache_dir")
-
-
-def scratch_model_arguments(name: str, pretrained: bool, kwargs: dict[str, Any]) -> dict[str, Any]:
-    """The arguments a timm entry point of a model without pretrained weights passes on to its class.
-
-    timm's weight-loading arguments are dropped; `pretrained` is refused, naming the model `name`.
-
-    Example:
-        >>> scratch_model_arguments("small_vgg", False, {"num_classes": 0, "pretrained_cfg": None})
-        {'num_classes': 0}
-    """
-    if pretrained:
-        raise InvalidInputError(f"{name} has no pretrained weights: pass `pretrained: false` (train it from scratch)")
-    return {key: value for key, value in kwargs.items() if key not in _TIMM_LOADING_ARGUMENTS}
+__all__ = ["create_backbone", "load_backbone_weights"]
 
 
 def load_backbone_weights(model: nn.Module, path: Path, name: str) -> None:

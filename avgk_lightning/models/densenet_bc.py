@@ -9,10 +9,10 @@ import torch
 from timm.models import register_model
 from torch import Tensor, nn
 
-from avgk_lightning.checks import check_integer
+from avgk_lightning.checks import check_integer, check_number
 from avgk_lightning.data.cifar import MEAN, STD
 from avgk_lightning.errors import InvalidInputError
-from avgk_lightning.models.backbones import scratch_model_arguments
+from avgk_lightning.models.scratch import ScratchModel, scratch_model_arguments
 
 __all__ = ["DenseNetBC", "densenet_bc_40_40"]
 
@@ -41,10 +41,6 @@ class _DenseLayer(nn.Module):
         return torch.cat([x, self.layers(x)], dim=1)
 
 
-def _is_number(value: object) -> bool:
-    return not isinstance(value, bool) and isinstance(value, (int, float))
-
-
 def _check_arguments(depth: object, growth_rate: object, compression: object, drop_rate: object) -> None:
     if isinstance(depth, bool) or not isinstance(depth, int) or depth < 10 or (depth - 4) % 6:
         raise InvalidInputError(
@@ -52,13 +48,11 @@ def _check_arguments(depth: object, growth_rate: object, compression: object, dr
             f"(10, 16, 22, ..., 40, ..., 100), but got {depth!r}: pass a depth with (depth - 4) divisible by 6"
         )
     check_integer("growth_rate", growth_rate)
-    if not (_is_number(compression) and 0 < compression <= 1):
-        raise InvalidInputError(f"Expected argument `compression` to be a number in (0, 1], but got {compression!r}")
-    if not (_is_number(drop_rate) and 0 <= drop_rate < 1):
-        raise InvalidInputError(f"Expected argument `drop_rate` to be a number in [0, 1), but got {drop_rate!r}")
+    check_number("compression", compression, 0, 1, closed="(]")
+    check_number("drop_rate", drop_rate, 0, 1, closed="[)")
 
 
-class DenseNetBC(nn.Module):
+class DenseNetBC(ScratchModel):
     """DenseNet-BC for 32x32 images: three dense blocks of bottleneck layers with compressing transitions.
 
     A 3x3 convolution to 2·`growth_rate` channels; three dense blocks of (`depth` - 4) / 6 bottleneck
@@ -113,9 +107,8 @@ class DenseNetBC(nn.Module):
                 channels = kept
         stages += [nn.BatchNorm2d(channels), nn.ReLU(inplace=True)]
         self.features = nn.Sequential(*stages)
-        self.num_classes = num_classes
         self.num_features = self.head_hidden_size = channels
-        self.head = self._classifier(num_classes)
+        self.set_head(num_classes)
         self.pretrained_cfg = {
             "classifier": "head",
             "input_size": (in_chans, 32, 32),
@@ -131,29 +124,14 @@ class DenseNetBC(nn.Module):
                 nn.init.ones_(module.weight)
                 nn.init.zeros_(module.bias)
 
-    def _classifier(self, num_classes: int) -> nn.Module:
-        if num_classes == 0:
-            return nn.Identity()
-        linear = nn.Linear(self.num_features, num_classes)
-        nn.init.zeros_(linear.bias)
-        return linear
+    def classifier(self, num_classes: int) -> nn.Module:
+        head = super().classifier(num_classes)
+        if isinstance(head, nn.Linear):
+            nn.init.zeros_(head.bias)  # as the reference code initialises its classifier
+        return head
 
-    def forward_features(self, x: Tensor) -> Tensor:
-        return self.features(x)
-
-    def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
-        x = x.mean(dim=(2, 3))
-        return x if pre_logits else self.head(x)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.forward_head(self.forward_features(x))
-
-    def get_classifier(self) -> nn.Module:
-        return self.head
-
-    def reset_classifier(self, num_classes: int, global_pool: Any = None) -> None:
-        self.num_classes = num_classes
-        self.head = self._classifier(num_classes)
+    def pool(self, x: Tensor) -> Tensor:
+        return x.mean(dim=(2, 3))
 
 
 @register_model

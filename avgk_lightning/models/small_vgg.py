@@ -7,7 +7,7 @@ from typing import Any
 from timm.models import register_model
 from torch import Tensor, nn
 
-from avgk_lightning.models.backbones import scratch_model_arguments
+from avgk_lightning.models.scratch import ScratchModel, scratch_model_arguments
 
 __all__ = ["SmallVGG", "small_vgg"]
 
@@ -20,7 +20,7 @@ def _conv_bn_relu(in_channels: int, out_channels: int) -> list[nn.Module]:
     ]
 
 
-class SmallVGG(nn.Module):
+class SmallVGG(ScratchModel):
     """Three stages of a 3x3 convolution, batch norm, ReLU and 2x2 max-pooling, then one hidden layer.
 
     The stages have `width`, 2·`width` and 4·`width` channels; the last feature map is flattened (3x3
@@ -56,7 +56,6 @@ class SmallVGG(nn.Module):
         image_size: int = 28,
     ) -> None:
         super().__init__()
-        self.num_classes = num_classes
         self.num_features = self.head_hidden_size = hidden
         self.drop_rate = drop_rate
         side = image_size // 8
@@ -74,25 +73,11 @@ class SmallVGG(nn.Module):
             nn.BatchNorm1d(hidden),
             nn.ReLU(inplace=True),
         )
-        self.head = nn.Linear(hidden, num_classes) if num_classes > 0 else nn.Identity()
+        self.set_head(num_classes)
         self.pretrained_cfg = {"classifier": "head", "input_size": (in_chans, image_size, image_size)}
 
-    def forward_features(self, x: Tensor) -> Tensor:
-        return self.features(x)
-
-    def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
-        x = nn.functional.dropout(self.pre_logits(x), self.drop_rate, self.training)
-        return x if pre_logits else self.head(x)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.forward_head(self.forward_features(x))
-
-    def get_classifier(self) -> nn.Module:
-        return self.head
-
-    def reset_classifier(self, num_classes: int, global_pool: Any = None) -> None:
-        self.num_classes = num_classes
-        self.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+    def pool(self, x: Tensor) -> Tensor:
+        return nn.functional.dropout(self.pre_logits(x), self.drop_rate, self.training)
 
 
 @register_model
