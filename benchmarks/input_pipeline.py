@@ -1,7 +1,8 @@
 """Images/s per core of the image-folder input pipeline (ImageFolderDataModule, PlantNet300KDataModule).
 
 Usage: python benchmarks/input_pipeline.py [--images 160] [--min-side 400] [--max-side 1600] [--batch-size 32]
-                                           [--workers 1 2] [--dir DIR] [--out FILE.md]
+                                           [--workers 1 2] [--repeats 3] [--dir DIR]
+                                           [--out FILE.md]
 
 Writes `images` photo-like JPEGs (multi-scale smooth noise, gradients and blurred shapes; quality 85-95;
 longer side drawn uniformly in [`min-side`, `max-side`] px, aspect 4:3, 3:4, 16:9 or 1:1) into `dir`
@@ -9,8 +10,8 @@ longer side drawn uniformly in [`min-side`, `max-side`] px, aspect 4:3, 3:4, 16:
 each faster variant (the data module's `decode` and `uint8_batches` switches), measures on the reference
 transforms (Resize 256 + RandomCrop 224 for training, Resize 256 + CenterCrop 224 for evaluation):
 
-* CPU time per image: every image through the dataset in this process, one torch thread, `time.process_time`;
-  images/s per core is its inverse;
+* CPU time per image: every image through the dataset in this process, one torch thread, `time.process_time`,
+  the fastest of `repeats` passes; images/s per core is its inverse;
 * images/s through the DataLoader with 1 and 2 worker processes (wall clock, worker start-up included);
 * the evaluation crops' absolute difference from the current pipeline's, in 0-255 units (mean and max
   over every pixel of every image).
@@ -80,8 +81,10 @@ def photo(width: int, height: int, rng: np.random.Generator) -> Image.Image:
     )
 
 
-def write_photos(root: Path, count: int, min_side: int, max_side: int, seed: int = 0) -> list[tuple[int, int]]:
-    """`count` JPEGs in root/{train,val,test}/plant/ (the same files in each split); their sizes."""
+def write_photos(
+    root: Path, count: int, min_side: int, max_side: int, seed: int = 0
+) -> tuple[list[tuple[int, int]], int]:
+    """`count` JPEGs in root/{train,val,test}/plant/ (the same files in each split); their sizes and total bytes."""
     rng = np.random.default_rng(seed)
     sizes = []
     for index in range(count):
@@ -96,7 +99,7 @@ def write_photos(root: Path, count: int, min_side: int, max_side: int, seed: int
     for split in ("val", "test"):
         if not (root / split).exists():
             (root / split).symlink_to(root / "train", target_is_directory=True)
-    return sizes
+    return sizes, sum(path.stat().st_size for path in (root / "train" / "plant").glob("*.jpg"))
 
 
 def transforms_before() -> tuple[T.Compose, T.Compose]:
@@ -108,12 +111,15 @@ def transforms_before() -> tuple[T.Compose, T.Compose]:
     )
 
 
-def cpu_seconds_per_image(dataset: torch.utils.data.Dataset) -> float:
-    """Process CPU time per item of `dataset`, read in this process on one thread."""
-    start = time.process_time()
-    for index in range(len(dataset)):
-        dataset[index]
-    return (time.process_time() - start) / len(dataset)
+def cpu_seconds_per_image(dataset: torch.utils.data.Dataset, repeats: int) -> float:
+    """Process CPU time per item of `dataset`, read in this process on one thread: the best of `repeats` passes."""
+    passes = []
+    for _ in range(repeats):
+        start = time.process_time()
+        for index in range(len(dataset)):
+            dataset[index]
+        passes.append((time.process_time() - start) / len(dataset))
+    return min(passes)
 
 
 def loader_images_per_second(data: ImageFolderDataModule, train: bool, workers: int) -> float:
@@ -146,7 +152,7 @@ def measure(root: Path, args: argparse.Namespace) -> list[dict]:
         data.setup("fit")
         row = {"label": label, "decode": decode, "uint8_batches": uint8_batches}
         for split, dataset, train in (("train", data.train_dataset, True), ("eval", data.val_dataset, False)):
-            row[f"{split}_cpu"] = cpu_seconds_per_image(dataset)
+            row[f"{split}_cpu"] = cpu_seconds_per_image(dataset, args.repeats)
             for workers in args.workers:
                 row[f"{split}_loader_{workers}"] = loader_images_per_second(data, train, workers)
         crops = eval_crops_255(data)
@@ -159,7 +165,7 @@ def measure(root: Path, args: argparse.Namespace) -> list[dict]:
     return rows
 
 
-def table(rows: list[dict], sizes: list[tuple[int, int]], args: argparse.Namespace) -> str:
+def table(rows: list[dict], sizes: list[tuple[int, int]], size_bytes: int, args: argparse.Namespace) -> str:
     longer = sorted(max(size) for size in sizes)
     shorter = sorted(min(size) for size in sizes)
     worker_columns = [
@@ -167,13 +173,14 @@ def table(rows: list[dict], sizes: list[tuple[int, int]], args: argparse.Namespa
     ]
     lines = [
         (
-            f"{len(sizes)} JPEGs (quality 85-95), longer side {longer[0]}-{longer[-1]} px (median "
+            f"{len(sizes)} JPEGs (quality 85-95, {size_bytes / len(sizes) / 1e3:.0f} KB on average, "
+            f"{8 * size_bytes / sum(w * h for w, h in sizes):.2f} bits per pixel), longer side {longer[0]}-{longer[-1]} px (median "
             f"{longer[len(longer) // 2]}), shorter side {shorter[0]}-{shorter[-1]} px (median {shorter[len(shorter) // 2]}); "
             f"Resize 256, crops 224, batch {args.batch_size}; {os.cpu_count()} CPU cores, torch {torch.__version__}, "
             f"Pillow {Image.__version__}."
         ),
         (
-            "Per core: 1 / (process CPU time per image, one thread). Every variant keeps the crop geometry (shorter side "
+            f"Per core: 1 / (process CPU time per image, one thread, best of {args.repeats} passes). Every variant keeps the crop geometry (shorter side "
             "to 256 as T.Resize rounds, the same crop offsets) and Pillow's bilinear filter. Pixel difference: "
             "evaluation crops against the transforms before, 0-255 units, mean / 99.9th percentile / max."
         ),
@@ -201,15 +208,16 @@ def main() -> None:
     parser.add_argument("--max-side", type=int, default=1600)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--repeats", type=int, default=3, help="passes timed per variant; the fastest counts")
     parser.add_argument("--dir", type=Path, default=None, help="folder of the generated photos (kept)")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     torch.set_num_threads(1)
     root = args.dir or Path(tempfile.mkdtemp(prefix="input_pipeline_"))
-    sizes = write_photos(root, args.images, args.min_side, args.max_side)
+    sizes, size_bytes = write_photos(root, args.images, args.min_side, args.max_side)
     before = load_average()
     rows = measure(root, args)
-    text = f"{table(rows, sizes, args)}\n\nLoad average before / after: {before} / {load_average()}\n"
+    text = f"{table(rows, sizes, size_bytes, args)}\n\nLoad average before / after: {before} / {load_average()}\n"
     print(text)
     if args.out is not None:
         out = free_path(args.out)
