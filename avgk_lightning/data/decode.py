@@ -7,6 +7,7 @@ from pathlib import Path
 import torch
 from PIL import Image, UnidentifiedImageError
 
+from avgk_lightning.checks import check_integer
 from avgk_lightning.errors import InvalidInputError
 
 __all__ = ["FULL_SIZE", "ResizeCrop", "read_rgb", "resized_size"]
@@ -75,6 +76,13 @@ class ResizeCrop:
     """
 
     def __init__(self, resize_size: int, crop_size: int, random: bool = False) -> None:
+        check_integer("resize_size", resize_size)
+        check_integer("crop_size", crop_size)
+        if resize_size < crop_size:
+            raise InvalidInputError(
+                f"Expected argument `resize_size` ({resize_size}) to be >= `crop_size` ({crop_size}): "
+                "images are resized, then cropped"
+            )
         self.resize_size = resize_size
         self.crop_size = crop_size
         self.random = random
@@ -84,9 +92,7 @@ class ResizeCrop:
         # The reduction of a draft decode (1 otherwise); the decoder rounds the reduced size up.
         scale = -(-full_width // image.width)
         width, height = resized_size((full_width, full_height), self.resize_size)
-        crop = self.crop_size
-        if height < crop or width < crop:
-            raise InvalidInputError(f"ResizeCrop: crop {crop} larger than the resized image {width}x{height}")
+        crop = self.crop_size  # <= the shorter side, resize_size
         if not self.random:
             top, left = round((height - crop) / 2.0), round((width - crop) / 2.0)
         elif (width, height) == (crop, crop):

@@ -142,3 +142,10 @@ def test_timm_transforms_keep_full_decoding_and_float_crops(photo_folder):
 def test_bad_switch_values_name_the_argument(photo_folder, kwargs, message):
     with pytest.raises(ValueError, match=message):
         ImageFolderDataModule(photo_folder, **kwargs)
+
+
+def test_resize_crop_checks_its_sizes():
+    with pytest.raises(ValueError, match=r"argument `resize_size` \(200\) to be >= `crop_size` \(224\)"):
+        ResizeCrop(200, 224)
+    with pytest.raises(ValueError, match="crop_size"):
+        ResizeCrop(256, 0)
