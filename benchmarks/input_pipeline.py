@@ -17,7 +17,8 @@ transforms (Resize 256 + RandomCrop 224 for training, Resize 256 + CenterCrop 22
   over every pixel of every image).
 
 uint8 variants leave the conversion and normalisation to the device (`on_after_batch_transfer`), which is
-not timed here. Prints a Markdown table and the load average; `--out` also writes it (never overwritten).
+not timed here. The last variant reads a copy of the photos resized once (shorter side 256,
+`python -m avgk_lightning.data.prepare`, written next to `dir` as `<dir>_256`). Prints a Markdown table and the load average; `--out` also writes it (never overwritten).
 """
 
 from __future__ import annotations
@@ -36,16 +37,19 @@ from torchvision import transforms as T
 
 from avgk_lightning.data import ImageFolderDataModule
 from avgk_lightning.data.folder import IMAGENET_MEAN, IMAGENET_STD
+from avgk_lightning.data.prepare import prepare_resized_copy
 from avgk_lightning.paths import free_path
 
-# (label, decode, uint8_batches); None: the transforms before the switches (T.Resize, then T.RandomCrop
-# or T.CenterCrop, T.ToTensor, T.Normalize, every photo decoded in full), which the others are compared with.
+# (label, decode, uint8_batches, prepared); decode None: the transforms before the switches (T.Resize, then
+# T.RandomCrop or T.CenterCrop, T.ToTensor, T.Normalize, every photo decoded in full), which the others are
+# compared with; prepared: read from a copy resized once by avgk_lightning.data.prepare (shorter side 256).
 VARIANTS = (
-    ("before: PIL full decode, Resize + crop, float32", None, False),
-    ("PIL full decode, one-resample crop, float32", "pil", False),
-    ("PIL full decode, one-resample crop, uint8 batches", "pil", True),
-    ("draft decode, one-resample crop, float32", "draft", False),
-    ("draft decode, one-resample crop, uint8 batches (default)", "draft", True),
+    ("before: PIL full decode, Resize + crop, float32", None, False, False),
+    ("PIL full decode, one-resample crop, float32", "pil", False, False),
+    ("PIL full decode, one-resample crop, uint8 batches", "pil", True, False),
+    ("draft decode, one-resample crop, float32", "draft", False, False),
+    ("draft decode, one-resample crop, uint8 batches (default)", "draft", True, False),
+    ("default, on a copy prepared with shorter side 256", "draft", True, True),
 )
 ASPECTS = ((4, 3), (3, 4), (16, 9), (1, 1))
 
@@ -81,6 +85,21 @@ def photo(width: int, height: int, rng: np.random.Generator) -> Image.Image:
     )
 
 
+def link_evaluation_splits(root: Path) -> None:
+    """root/val and root/test as links to root/train: every split holds the same photos."""
+    for split in ("val", "test"):
+        if not (root / split).exists():
+            (root / split).symlink_to(root / "train", target_is_directory=True)
+
+
+def prepared_copy(root: Path) -> Path:
+    """The photos of `root` resized once to a shorter side of 256 (avgk_lightning.data.prepare), next to it."""
+    copy = root.with_name(f"{root.name}_256")
+    prepare_resized_copy(root / "train", copy / "train", size=256, workers=os.cpu_count() or 1)
+    link_evaluation_splits(copy)
+    return copy
+
+
 def write_photos(
     root: Path, count: int, min_side: int, max_side: int, seed: int = 0
 ) -> tuple[list[tuple[int, int]], int]:
@@ -96,9 +115,7 @@ def write_photos(
         if not path.exists():
             path.parent.mkdir(parents=True, exist_ok=True)
             photo(*size, rng).save(path, quality=int(rng.integers(85, 96)))
-    for split in ("val", "test"):
-        if not (root / split).exists():
-            (root / split).symlink_to(root / "train", target_is_directory=True)
+    link_evaluation_splits(root)
     return sizes, sum(path.stat().st_size for path in (root / "train" / "plant").glob("*.jpg"))
 
 
@@ -143,9 +160,13 @@ def eval_crops_255(data: ImageFolderDataModule) -> torch.Tensor:
 
 def measure(root: Path, args: argparse.Namespace) -> list[dict]:
     rows, reference = [], None
-    for label, decode, uint8_batches in VARIANTS:
+    for label, decode, uint8_batches, prepared in VARIANTS:
         data = ImageFolderDataModule(
-            root, decode=decode or "pil", uint8_batches=uint8_batches, batch_size=args.batch_size, pin_memory=False
+            prepared_copy(root) if prepared else root,
+            decode=decode or "pil",
+            uint8_batches=uint8_batches,
+            batch_size=args.batch_size,
+            pin_memory=False,
         )
         if decode is None:
             data.train_transform, data.eval_transform = transforms_before()
