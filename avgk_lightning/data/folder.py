@@ -83,15 +83,17 @@ class ImageFolderDataModule(AverageKDataModule):
     ImageNet normalisation), or, with ``transforms_from_model="resnet50.tv_in1k"``, the data config of
     that timm model (its input size, interpolation, crop and normalisation).
 
-    Input pipeline of the reference transforms (``transforms_from_model`` keeps timm's, decoded in full):
+    Input pipeline of the reference transforms (``transforms_from_model`` keeps timm's: full decode,
+    float32): the resize and the crop are one resample of the crop's box (:class:`~avgk_lightning.data.decode.ResizeCrop`:
+    the same geometry, bilinear filter and random draws, the same pixels within rounding).
     ``decode="draft"`` (default) decodes each JPEG at the largest reduced DCT scale (1/2, 1/4, 1/8)
-    that keeps its shorter side >= ``resize_size``, then resizes as before: the same crop geometry and
-    bilinear resize, pixels within a few units of 255 of the full decode (see docs/data.md), several
-    times less CPU per image; ``decode="pil"`` decodes the full photo. ``uint8_batches=True`` (default)
-    keeps the crops uint8 until the device and converts and normalises them there
-    (:meth:`on_after_batch_transfer`, :meth:`prepare_images`): the network sees the same float32
-    values, the loaders move and pin a quarter of the bytes; ``False`` yields normalised float32 from
-    the datasets, as before.
+    that keeps its shorter side >= ``resize_size``: pixels within a few units of 255 of the full decode
+    (docs/data.md), far less CPU per photo; ``decode="pil"`` decodes the full photo.
+    ``uint8_batches=True`` (default) keeps the crops uint8 until the device and converts and normalises
+    them there (:meth:`on_after_batch_transfer`, :meth:`prepare_images`): the network sees the same
+    float32 values, the loaders move and pin a quarter of the bytes; ``False`` yields normalised
+    float32 crops from the datasets, as before. Together: 2.5-3.6x the images/s per CPU core
+    (benchmarks/input_pipeline.py).
 
     Args:
         data_dir: the folder holding ``train/``, ``val/`` and ``test/``.
