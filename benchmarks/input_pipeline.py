@@ -1,24 +1,25 @@
 """Images/s per core of the image-folder input pipeline (ImageFolderDataModule, PlantNet300KDataModule).
 
 Usage: python benchmarks/input_pipeline.py [--images 160] [--min-side 400] [--max-side 1600] [--batch-size 32]
-                                           [--workers 1 2] [--repeats 3] [--dir DIR]
-                                           [--out FILE.md]
+                                           [--workers 1 2] [--repeats 3] [--dir DIR] [--out FILE.md]
 
 Writes `images` photo-like JPEGs (multi-scale smooth noise, gradients and blurred shapes; quality 85-95;
 longer side drawn uniformly in [`min-side`, `max-side`] px, aspect 4:3, 3:4, 16:9 or 1:1) into `dir`
-(a temporary folder by default; reused when it already holds them), then, for the current pipeline and
-each faster variant (the data module's `decode` and `uint8_batches` switches), measures on the reference
-transforms (Resize 256 + RandomCrop 224 for training, Resize 256 + CenterCrop 224 for evaluation):
+(a temporary folder by default; reused when it already holds them), then, for the transforms before the
+input-pipeline switches and each faster variant (the data module's `decode` and `uint8_batches`), measures
+on the reference transforms (Resize 256 + RandomCrop 224 for training, Resize 256 + CenterCrop 224 for
+evaluation):
 
 * CPU time per image: every image through the dataset in this process, one torch thread, `time.process_time`,
   the fastest of `repeats` passes; images/s per core is its inverse;
 * images/s through the DataLoader with 1 and 2 worker processes (wall clock, worker start-up included);
-* the evaluation crops' absolute difference from the current pipeline's, in 0-255 units (mean and max
-  over every pixel of every image).
+* the evaluation crops' absolute difference from those of the transforms before, in 0-255 units (mean,
+  99.9th percentile and max over every pixel of every image).
 
 uint8 variants leave the conversion and normalisation to the device (`on_after_batch_transfer`), which is
 not timed here. The last variant reads a copy of the photos resized once (shorter side 256,
-`python -m avgk_lightning.data.prepare`, written next to `dir` as `<dir>_256`). Prints a Markdown table and the load average; `--out` also writes it (never overwritten).
+`python -m avgk_lightning.data.prepare`, written next to `dir` as `<dir>_256`). Prints a Markdown table
+and the load average; `--out` also writes it (never overwritten).
 """
 
 from __future__ import annotations

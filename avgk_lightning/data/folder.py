@@ -84,8 +84,9 @@ class ImageFolderDataModule(AverageKDataModule):
     that timm model (its input size, interpolation, crop and normalisation).
 
     Input pipeline of the reference transforms (``transforms_from_model`` keeps timm's: full decode,
-    float32): the resize and the crop are one resample of the crop's box (:class:`~avgk_lightning.data.decode.ResizeCrop`:
-    the same geometry, bilinear filter and random draws, the same pixels within rounding).
+    float32): the resize and the crop are one resample of the crop's box
+    (:class:`~avgk_lightning.data.decode.ResizeCrop`: the same geometry, bilinear filter and random
+    draws, the same pixels within rounding).
     ``decode="draft"`` (default) decodes each JPEG at the largest reduced DCT scale (1/2, 1/4, 1/8)
     that keeps its shorter side >= ``resize_size``: pixels within a few units of 255 of the full decode
     (docs/data.md), far less CPU per photo; ``decode="pil"`` decodes the full photo.

@@ -4,11 +4,11 @@ Usage: python -m avgk_lightning.data.prepare SOURCE DESTINATION [--size 256] [--
 
 Every image under SOURCE whose shorter side is larger than `size` is written to the same relative path
 under DESTINATION with its shorter side resized to `size` (decoded in full, Pillow's bilinear filter, the
-size ``T.Resize(size)`` gives; RGB; JPEGs re-encoded at `quality` without chroma subsampling); smaller images and every other file
-(the metadata of Pl@ntNet-300K, unreadable images, ...) are copied as they are. Train on DESTINATION with the same
-`resize_size`: the resize is then already done, the crops keep their geometry. Files already in
-DESTINATION are kept (each is written under a temporary name, then renamed): an interrupted run resumes
-where it stopped. SOURCE is only read.
+size ``T.Resize(size)`` gives; RGB; JPEGs re-encoded at `quality` without chroma subsampling); smaller
+images and every other file (the metadata of Pl@ntNet-300K, unreadable images, ...) are copied as they
+are. Train on DESTINATION with the same `resize_size`: the resize is then already done, the crops keep
+their geometry. Files already in DESTINATION are kept (each is written under a temporary name, then
+renamed): an interrupted run resumes where it stopped. SOURCE is only read.
 """
 
 from __future__ import annotations
