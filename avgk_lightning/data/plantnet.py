@@ -42,7 +42,9 @@ class PlantNet300KDataModule(ImageFolderDataModule):
     a disagreement is an error naming the files.
 
     The reference transforms are the defaults (train Resize 256 + RandomCrop 224, evaluation Resize 256
-    + CenterCrop 224, ImageNet normalisation); ``transforms_from_model`` takes a timm model's own.
+    + CenterCrop 224, ImageNet normalisation), with JPEGs decoded at a reduced scale and uint8 crops
+    normalised on the device (``decode``, ``uint8_batches``); ``transforms_from_model`` takes a timm
+    model's own.
 
     Args:
         data_dir: the folder of the extracted archive.

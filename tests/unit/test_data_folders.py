@@ -129,7 +129,8 @@ def test_plantnet_batches_are_long_labels(plantnet_dir):
     data = PlantNet300KDataModule(plantnet_dir, image_size=32, resize_size=36, batch_size=8, num_workers=0)
     data.setup("fit")
     batch = next(iter(data.train_dataloader()))
-    assert batch.images.dtype == torch.float32 and batch.target.dtype == torch.long
+    assert batch.images.dtype == torch.uint8 and batch.target.dtype == torch.long  # normalised on the device:
+    assert data.on_after_batch_transfer(batch, 0).images.dtype == torch.float32
 
 
 def test_a_last_training_batch_of_one_sample_is_left_to_the_next_shuffle(tmp_path):
