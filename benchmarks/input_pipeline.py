@@ -14,7 +14,9 @@ evaluation):
   the fastest of `repeats` passes; images/s per core is its inverse;
 * images/s through the DataLoader with 1 and 2 worker processes (wall clock, worker start-up included);
 * the evaluation crops' absolute difference from those of the transforms before, in 0-255 units (mean,
-  99.9th percentile and max over every pixel of every image).
+  99.9th percentile and max over every pixel of every image);
+* where the CPU time of a training image goes: full decode, draft decode, decode at 1/8 scale (the
+  entropy-decoding floor that no Pillow decode avoids) and the whole pipeline, before and now.
 
 uint8 variants leave the conversion and normalisation to the device (`on_after_batch_transfer`), which is
 not timed here. The last variant reads a copy of the photos resized once (shorter side 256,
@@ -37,6 +39,7 @@ from PIL import Image, ImageDraw, ImageFilter
 from torchvision import transforms as T
 
 from avgk_lightning.data import ImageFolderDataModule
+from avgk_lightning.data.decode import ResizeCrop, read_rgb
 from avgk_lightning.data.folder import IMAGENET_MEAN, IMAGENET_STD
 from avgk_lightning.data.prepare import prepare_resized_copy
 from avgk_lightning.paths import free_path
@@ -140,6 +143,42 @@ def cpu_seconds_per_image(dataset: torch.utils.data.Dataset, repeats: int) -> fl
     return min(passes)
 
 
+def stage_milliseconds(paths: list[Path], repeats: int) -> list[tuple[str, float]]:
+    """CPU ms per training image of each stage, and of the whole pipeline before and now (one thread, best pass).
+
+    Decoding at 1/8 scale is the floor of any Pillow JPEG decode: the entropy (Huffman) decoding that every
+    scale pays, with the least inverse-DCT work.
+    """
+    train_before = transforms_before()[0]
+    train_now = T.Compose([ResizeCrop(256, 224, random=True), T.PILToTensor()])
+
+    def full(path: Path) -> None:
+        read_rgb(path)
+
+    def eighth(path: Path) -> None:
+        with Image.open(path) as image:
+            image.draft("RGB", (image.width // 8, image.height // 8))
+            image.convert("RGB")
+
+    stages = (
+        ("before: full decode, Resize + RandomCrop, float32", lambda path: train_before(read_rgb(path))),
+        ("full decode alone", full),
+        ("draft decode alone (shorter side >= 256)", lambda path: read_rgb(path, 256)),
+        ("decode at 1/8 scale alone (the entropy-decoding floor)", eighth),
+        ("default: draft decode, one-resample crop, uint8", lambda path: train_now(read_rgb(path, 256))),
+    )
+    rows = []
+    for label, stage in stages:
+        passes = []
+        for _ in range(repeats):
+            start = time.process_time()
+            for path in paths:
+                stage(path)
+            passes.append((time.process_time() - start) / len(paths))
+        rows.append((label, 1000 * min(passes)))
+    return rows
+
+
 def loader_images_per_second(data: ImageFolderDataModule, train: bool, workers: int) -> float:
     """Images/s through the split's DataLoader with `workers` worker processes (start-up included)."""
     data.num_workers, data.persistent_workers = workers, False
@@ -239,7 +278,14 @@ def main() -> None:
     sizes, size_bytes = write_photos(root, args.images, args.min_side, args.max_side)
     before = load_average()
     rows = measure(root, args)
-    text = f"{table(rows, sizes, size_bytes, args)}\n\nLoad average before / after: {before} / {load_average()}\n"
+    stages = stage_milliseconds(sorted((root / "train" / "plant").glob("*.jpg")), args.repeats)
+    breakdown = "\n".join(
+        ["| training image, one thread | CPU ms |", "|---|---|", *(f"| {label} | {ms:.2f} |" for label, ms in stages)]
+    )
+    text = (
+        f"{table(rows, sizes, size_bytes, args)}\n\nWhere the time goes:\n\n{breakdown}\n\n"
+        f"Load average before / after: {before} / {load_average()}\n"
+    )
     print(text)
     if args.out is not None:
         out = free_path(args.out)
