@@ -51,7 +51,11 @@ class PseudoLabelThreshold(Callback):
 
     def __init__(self, scope: Literal["epoch", "batch"] = "epoch") -> None:
         self.statistics = PseudoLabelStatistics(scope)
-        self.scope = scope
+
+    @property
+    def scope(self) -> str:
+        """``"epoch"`` or ``"batch"``: where λ_pl comes from."""
+        return self.statistics.scope
 
     @property
     def threshold(self) -> float | None:

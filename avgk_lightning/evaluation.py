@@ -91,6 +91,7 @@ class Evaluation(nn.Module):
         frequency_boundaries: Sequence[int] = (20, 100),
     ) -> None:
         super().__init__()
+        self.network_heads = list(heads)  # the network's evaluated heads, the set head first
         self.heads = [*heads, "oracle"]
         self.set_head = heads[0]
         test_options = {"class_counts": class_counts, "diagnostics": True, "frequency_boundaries": frequency_boundaries}
@@ -121,7 +122,7 @@ class Evaluation(nn.Module):
 
     def apply(self, calibration: Calibration) -> None:
         """Make test use the calibrated thresholds (of every head calibrated; the others are not tested)."""
-        missing = [head for head in self.heads[:-1] if head not in calibration.average_k]
+        missing = [head for head in self.network_heads if head not in calibration.average_k]
         if missing:
             raise InvalidInputError(
                 f"No calibrated average-K thresholds for the {', '.join(missing)} head: `test` applies the λ_K "

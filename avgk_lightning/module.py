@@ -124,10 +124,15 @@ class TwoHeadModule(LightningModule):
         trained, set_head = self.loss.trained_heads, self.loss.set_head
         for head in {"softmax", "multilabel"} - set(trained):
             self.network.head(head).requires_grad_(False)
-        self.evaluation_heads = [set_head] + [head for head in trained if head != set_head]
+        heads = [set_head] + [head for head in trained if head != set_head]
         self.evaluation = Evaluation(
-            num_classes, self.evaluation_heads, self.eval_ks, self.coverages, self.class_counts, frequency_boundaries
+            num_classes, heads, self.eval_ks, self.coverages, self.class_counts, frequency_boundaries
         )
+
+    @property
+    def evaluation_heads(self) -> list[str]:
+        """The heads the method trains, the set head first: those evaluated (besides the Bayes oracle)."""
+        return self.evaluation.network_heads
 
     def build_backbone(self) -> tuple[nn.Module, int]:
         """The feature extractor and its output width; override to bring another network.

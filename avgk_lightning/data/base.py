@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from typing import Any
 
 import torch
 from lightning.pytorch import LightningDataModule
@@ -10,7 +11,7 @@ from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from avgk_lightning.batch import collate_batch
+from avgk_lightning.batch import Batch, collate_batch
 from avgk_lightning.checks import check_integer
 
 
@@ -83,6 +84,24 @@ class AverageKDataModule(LightningDataModule, ABC):
     @abstractmethod
     def class_counts(self) -> Tensor:
         """Training samples per class, (L,) int64."""
+
+    def prepare_images(self, images: Tensor, augment: bool = False) -> Tensor:
+        """uint8 images of a batch -> what the network takes, on their device; `augment` for training batches.
+
+        Data modules that keep their images uint8 until the device (less host work and transfer) override
+        it; :meth:`on_after_batch_transfer` calls it. The default returns the images unchanged.
+        """
+        return images
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """Send the uint8 images of a batch (a Batch, a tuple or a bare tensor) through :meth:`prepare_images`."""
+        training = self.trainer is not None and self.trainer.training
+        if isinstance(batch, Tensor):
+            return self.prepare_images(batch, augment=training) if batch.dtype == torch.uint8 else batch
+        batch = Batch.of(batch)
+        if batch.images.dtype != torch.uint8:
+            return batch
+        return batch._replace(images=self.prepare_images(batch.images, augment=training))
 
     def _loader(self, dataset: Dataset | None, split: str, train: bool) -> DataLoader:
         if dataset is None:

@@ -6,7 +6,6 @@ import gzip
 import os
 import zlib
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -14,7 +13,6 @@ from torch import Tensor
 from torch.utils.data import Dataset
 from torchvision import transforms as T
 
-from avgk_lightning.batch import Batch
 from avgk_lightning.checks import check_integer, check_probability
 from avgk_lightning.data.base import AverageKDataModule
 from avgk_lightning.data.folder import ImageFileDataset, list_images
@@ -410,13 +408,3 @@ class FashionMNISTDataModule(AverageKDataModule):
             images = random_crop_and_flip(images, self.padding)
         images = images.sub_(MEAN).div_(STD)
         return images.expand(-1, self.channels, -1, -1) if self.channels != images.shape[1] else images
-
-    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
-        """Convert, augment (training only) and normalise the uint8 images of a batch on its device."""
-        training = self.trainer is not None and self.trainer.training
-        if isinstance(batch, Tensor):
-            return self.prepare_images(batch, augment=training) if batch.dtype == torch.uint8 else batch
-        batch = Batch.of(batch)
-        if batch.images.dtype != torch.uint8:
-            return batch
-        return batch._replace(images=self.prepare_images(batch.images, augment=training))

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
 
 import torch
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
@@ -14,13 +13,19 @@ from torch import Tensor
 from torch.utils.data import Dataset
 from torchvision import transforms as T
 
-from avgk_lightning.batch import Batch
 from avgk_lightning.checks import check_choice, check_integer
 from avgk_lightning.data.base import AverageKDataModule
 from avgk_lightning.data.decode import ResizeCrop, read_rgb
 from avgk_lightning.errors import InvalidInputError, MissingFileError
 
-__all__ = ["DECODERS", "IMAGE_EXTENSIONS", "ImageFileDataset", "ImageFolderDataModule", "list_images"]
+__all__ = [
+    "DECODERS",
+    "IMAGE_EXTENSIONS",
+    "ImageFileDataset",
+    "ImageFolderDataModule",
+    "imagenet_normalize",
+    "list_images",
+]
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -43,6 +48,19 @@ def list_images(folder: Path, argument: str = "predict_dir") -> list[Path]:
             f"No images in {folder} (argument `{argument}`; extensions {', '.join(IMAGE_EXTENSIONS)})"
         )
     return paths
+
+
+def imagenet_normalize(images: Tensor) -> Tensor:
+    """uint8 (B, 3, H, W) crops -> float32 with the ImageNet normalisation (what ``T.ToTensor`` + ``T.Normalize`` give).
+
+    Example:
+        >>> batch = imagenet_normalize(torch.full((2, 3, 4, 4), 255, dtype=torch.uint8))
+        >>> batch.dtype, round(float(batch[0, 0, 0, 0]), 4)  # (1 - 0.485) / 0.229
+        (torch.float32, 2.2489)
+    """
+    mean = torch.tensor(IMAGENET_MEAN, device=images.device).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, device=images.device).view(1, 3, 1, 1)
+    return images.float().div_(255).sub_(mean).div_(std)
 
 
 class ImageFileDataset(Dataset):
@@ -301,23 +319,6 @@ class ImageFolderDataModule(AverageKDataModule):
                 list_images(self.predict_dir), None, self.eval_transform, self.draft_size
             )
 
-    @staticmethod
-    def prepare_images(images: Tensor) -> Tensor:
-        """uint8 (B, 3, H, W) crops -> float32 with the ImageNet normalisation (what ``T.ToTensor`` +
-        ``T.Normalize`` give); use it on crops of the ``uint8_batches`` datasets given to the network yourself.
-
-        Example:
-            >>> batch = ImageFolderDataModule.prepare_images(torch.full((2, 3, 4, 4), 255, dtype=torch.uint8))
-            >>> batch.dtype, round(float(batch[0, 0, 0, 0]), 4)  # (1 - 0.485) / 0.229
-            (torch.float32, 2.2489)
-        """
-        mean = torch.tensor(IMAGENET_MEAN, device=images.device).view(1, 3, 1, 1)
-        std = torch.tensor(IMAGENET_STD, device=images.device).view(1, 3, 1, 1)
-        return images.float().div_(255).sub_(mean).div_(std)
-
-    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
-        """Convert and normalise the uint8 crops of a batch on its device (``uint8_batches=True``)."""
-        batch = Batch.of(batch)
-        if batch.images.dtype != torch.uint8:
-            return batch
-        return batch._replace(images=self.prepare_images(batch.images))
+    def prepare_images(self, images: Tensor, augment: bool = False) -> Tensor:
+        """uint8 crops of the ``uint8_batches`` datasets -> :func:`imagenet_normalize` (they were cropped on the CPU)."""
+        return imagenet_normalize(images)

@@ -61,6 +61,8 @@ def test_cifar100_densenet_recipe_has_the_rates_of_the_reference_code(method, tm
 
 
 @pytest.mark.parametrize("config", sorted(path.name for path in (ROOT / "configs").glob("[cp]*.yaml")))
-def test_every_cifar100_and_plantnet300k_recipe_uses_nesterov_sgd_as_the_reference_code(config):
+def test_the_reference_recipes_use_nesterov_sgd_and_the_resnet18_substitute_keeps_its_momentum(config):
     optimizer = yaml.safe_load((ROOT / "configs" / config).read_text())["model"]["init_args"]["optimizer"]
-    assert optimizer["class_path"] == "torch.optim.SGD" and optimizer["init_args"]["nesterov"] is True
+    substitute = config.startswith("cifar100_resnet18")  # unchanged until a run compares the two
+    assert optimizer["class_path"] == "torch.optim.SGD"
+    assert optimizer["init_args"].get("nesterov", False) is (not substitute)
