@@ -43,6 +43,43 @@ def test_small_vgg_refuses_pretrained_weights():
         timm.create_model("small_vgg", pretrained=True)
 
 
+def _small_resnet_parameters(width: int, blocks: int, in_chans: int) -> int:
+    """Parameters of SmallResNet counted from its specification: a 3x3 stem, three stages of basic blocks."""
+    parameters = 9 * in_chans * width + 2 * width  # the stem convolution (no bias) and its BN
+    channels = width
+    for stage, out in enumerate((width, 2 * width, 4 * width)):
+        for block in range(blocks):
+            parameters += 9 * channels * out + 2 * out + 9 * out * out + 2 * out  # two 3x3 convolutions, two BNs
+            if channels != out or (stage > 0 and block == 0):
+                parameters += channels * out + 2 * out  # the 1x1 projection and its BN
+            channels = out
+    return parameters
+
+
+@pytest.mark.parametrize("width, blocks, side", [(8, 1, 28), (16, 3, 32)])
+def test_small_resnet_has_the_specified_width_and_parameters(width, blocks, side):
+    model = timm.create_model("small_resnet", num_classes=0, width=width, blocks=blocks)
+    assert tuple(model(torch.zeros(2, 3, side, side)).shape) == (2, 4 * width) and model.num_features == 4 * width
+    assert sum(p.numel() for p in model.parameters()) == _small_resnet_parameters(width, blocks, 3)
+    assert tuple(model.forward_features(torch.zeros(2, 3, side, side)).shape[2:]) == ((side + 3) // 4,) * 2
+    if (width, blocks) == (16, 3):
+        # He et al.'s ResNet-20 (0.27 M: 269,722 with its 10-class classifier of 650 and zero-padded identity
+        # shortcuts) plus the two 1x1 projections and their BNs (16·32 + 64 and 32·64 + 128 parameters)
+        assert sum(p.numel() for p in model.parameters()) == 269_722 - 650 + (16 * 32 + 64) + (32 * 64 + 128)
+
+
+def test_small_resnet_is_usable_by_name_in_the_module_and_refuses_bad_arguments():
+    assert "small_resnet" in timm.list_models("small_*")
+    model = TwoHeadModule(num_classes=10, backbone="small_resnet", k=2)
+    softmax_logits, multilabel_logits = model(torch.zeros(4, 3, 28, 28))
+    assert softmax_logits.shape == multilabel_logits.shape == (4, 10)
+    assert model.network.softmax_head.in_features == 32
+    with pytest.raises(ValueError, match="small_resnet has no pretrained weights"):
+        timm.create_model("small_resnet", pretrained=True)
+    with pytest.raises(InvalidInputError, match="`blocks` to be a positive integer, but got 0"):
+        timm.create_model("small_resnet", blocks=0)
+
+
 def _densenet_bc_size(depth: int, growth: int, compression: float, num_classes: int) -> tuple[int, int]:
     """(pooled feature width, parameters) of DenseNet-BC on RGB inputs, counted from its specification.
 
