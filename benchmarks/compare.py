@@ -54,7 +54,7 @@ import sys
 import tempfile
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -74,6 +74,8 @@ from avgk_lightning.naming import prefix as logged_prefix
 SET_PREFIX = logged_prefix("test", "set", set_head="set")  # "test/"
 SOFTMAX_PREFIX = logged_prefix("test", "softmax", set_head="set")  # "test/softmax/"
 ORACLE_PREFIX = logged_prefix("test", "oracle", set_head="set")  # "test/oracle/"
+# Derived rows of a two-head run: the test metrics of whichever head was better on validation.
+CHOSEN_PREFIX = "test/chosen/"
 
 ALL_METHODS = ("two_head", "softmax", "an", "an_ls", "wan", "epr", "role", "em")
 TIE = 0.0005
@@ -123,18 +125,36 @@ def depends_on_k(method: str) -> bool:
 
 
 class _EpochRecorder(Callback):
-    """Keeps the epoch value of ``train/top1_acc`` of every training epoch."""
+    """Keeps, for every training epoch, its training metrics and the validation average-K accuracies after it.
+
+    ``train_top1_acc`` holds the epoch value of ``train/top1_acc``; ``epoch_metrics`` one dict per epoch
+    with every ``train/`` epoch value (the loss terms) and every ``val/`` average-K accuracy (each head, each
+    K): how fast each head learns.
+    """
 
     def __init__(self) -> None:
         self.train_top1_acc: list[float] = []
+        self.epoch_metrics: list[dict[str, float]] = []
+
+    def _record(self, trainer: Any) -> None:
+        metrics = trainer.callback_metrics
+        self.train_top1_acc.append(float(metrics.get("train/top1_acc", float("nan"))))
+        self.epoch_metrics.append(
+            {
+                name: float(value)
+                for name, value in metrics.items()
+                if (name.startswith("train/") and not name.endswith("_step"))
+                or (name.startswith("val/") and "avgk_acc@" in name)
+            }
+        )
 
     def on_train_epoch_start(self, trainer: Any, pl_module: Any) -> None:
         # The epoch metrics of the previous epoch are computed after every on_train_epoch_end hook.
         if trainer.current_epoch > 0 and len(self.train_top1_acc) < trainer.current_epoch:
-            self.train_top1_acc.append(float(trainer.callback_metrics.get("train/top1_acc", float("nan"))))
+            self._record(trainer)
 
     def on_train_end(self, trainer: Any, pl_module: Any) -> None:
-        self.train_top1_acc.append(float(trainer.callback_metrics.get("train/top1_acc", float("nan"))))
+        self._record(trainer)
 
 
 def build_run(config: str, seed: int, max_epochs: int, root: str, overrides: Sequence[str]) -> Any:
@@ -203,6 +223,7 @@ def run_job(
         "results": results,
         "epochs": epochs,
         "train_top1_acc": recorder.train_top1_acc,
+        "epoch_metrics": recorder.epoch_metrics,
         "seconds": time.perf_counter() - started,
     }
 
@@ -263,15 +284,55 @@ def _row_title(record: dict, head: str) -> str:
     )
     if head == "set":
         return f"{record['label']} ({scope})"
-    return f"{record['label']}, its softmax head ({scope})"
+    return f"{record['label']}, {HEAD_NAMES[head]} ({scope})"
+
+
+HEAD_NAMES = {"softmax": "its softmax head", "chosen": "the head better on validation"}
 
 
 def _heads(record: dict) -> list[tuple[str, str]]:
-    """(head key, metric prefix) of the rows of a run: the set head, and the softmax head of a two-head model."""
+    """(head key, metric prefix) of the rows of a run: the set head; for a two-head model its softmax head and
+    the head chosen on validation."""
     heads = [("set", SET_PREFIX)]
-    if any(name.startswith(SOFTMAX_PREFIX) for name in next(iter(record["results"].values()))):
+    names = next(iter(record["results"].values()))
+    if any(name.startswith(SOFTMAX_PREFIX) for name in names):
         heads.append(("softmax", SOFTMAX_PREFIX))
+    if any(name.startswith(CHOSEN_PREFIX) for name in names):
+        heads.append(("chosen", CHOSEN_PREFIX))
     return heads
+
+
+def with_head_chosen_on_validation(record: dict) -> dict:
+    """`record` plus, at each checkpoint, the test metrics of the head with the better validation accuracy.
+
+    For a run with both heads and its per-epoch validation metrics: at the epoch of each checkpoint, the
+    validation average-K accuracy at the model's K of the multi-label head and of the softmax head are
+    compared, and the test metrics of the better one (the multi-label head on a tie) are added under
+    ``test/chosen/``: a rule that needs the validation split alone. Other records are returned unchanged.
+
+    Example:
+        >>> results = {"test/avgk_acc@2": 0.90, "test/softmax/avgk_acc@2": 0.93}
+        >>> epochs = [{"val/avgk_acc@2": 0.91, "val/softmax/avgk_acc@2": 0.92}]
+        >>> record = {"k": 2.0, "results": {"last": results}, "epochs": {"last": 0}, "epoch_metrics": epochs}
+        >>> with_head_chosen_on_validation(record)["results"]["last"]["test/chosen/avgk_acc@2"]
+        0.93
+    """
+    k = format_k(record["k"])
+    set_name, softmax_name = f"val/avgk_acc@{k}", f"val/softmax/avgk_acc@{k}"
+    epochs = record.get("epoch_metrics") or []
+    if not epochs or softmax_name not in epochs[-1]:
+        return record
+    results = {}
+    for checkpoint, values in record["results"].items():
+        validation = epochs[record["epochs"][checkpoint]]
+        prefix = SOFTMAX_PREFIX if validation[softmax_name] > validation[set_name] else None
+        chosen = dict(values)
+        for name, value in values.items():
+            if name.startswith(SOFTMAX_PREFIX):
+                metric = name.removeprefix(SOFTMAX_PREFIX)
+                chosen[CHOSEN_PREFIX + metric] = value if prefix else values[SET_PREFIX + metric]
+        results[checkpoint] = chosen
+    return {**record, "results": results}
 
 
 def _metric_rows(records: Sequence[dict], setting: str, labels: Sequence[str], checkpoint: str):
@@ -350,7 +411,7 @@ def _comparisons(records: Sequence[dict], setting: str, labels: Sequence[str]) -
             if first is None:
                 continue
             for head, prefix in _heads(first):
-                name = label if head == "set" else f"{label}, its softmax head"
+                name = label if head == "set" else f"{label}, {HEAD_NAMES[head]}"
                 comparisons.append((f"{name} - softmax", label, prefix, "softmax"))
     if "two_head" in labels:
         for label in labels:
@@ -549,8 +610,12 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         if args.out is None
         else [Path(args.out)] + ([Path(args.out).with_suffix(".json")] if args.from_json is None else [])
     )
-    if any(path.exists() for path in writes):
-        parser.error(f"--out {args.out} exists (or its .json): pass a new file name (results are never overwritten)")
+    resumable = args.out is not None and args.from_json is None and journal_path(args.out).exists()
+    if any(path.exists() for path in writes) and not resumable:
+        parser.error(
+            f"--out {args.out} exists (or its .json) without the run journal {journal_path(args.out).name} that "
+            "compare.py keeps beside its tables: pass a new file name (results are never overwritten)"
+        )
     return args
 
 
@@ -563,6 +628,77 @@ def _jobs(args: argparse.Namespace) -> list[Job]:
                     seeded = tuple(f"{key}={seed}" for key in args.seed_args)
                     jobs.append(Job(_setting_label(setting), row, seed, k, tuple(args.set) + seeded + setting))
     return jobs
+
+
+def journal_path(out: str | Path) -> Path:
+    """The run journal beside the tables `out`: one JSON line per finished training run.
+
+    Example:
+        >>> journal_path("benchmarks/results/grid.md").as_posix()
+        'benchmarks/results/grid.runs.jsonl'
+    """
+    return Path(out).with_suffix(".runs.jsonl")
+
+
+def job_key(config: str, job: Job, max_epochs: int, checkpoints: Sequence[str], eval_ks: Sequence[float] | None) -> str:
+    """Everything that decides a run's numbers, as one string: a journal's run is reused only for the same key.
+
+    Example:
+        >>> job = Job("noise=0.4", Row("softmax", "softmax"), seed=1, overrides=("data.init_args.noise=0.4",))
+        >>> key = job_key("configs/fashion_mnist_two_head.yaml", job, 30, ["best"], None)
+        >>> key == job_key("configs/fashion_mnist_two_head.yaml", job, 31, ["best"], None)
+        False
+    """
+    return json.dumps(
+        {
+            "config": config,
+            "setting": job.setting,
+            "row": asdict(job.row),
+            "seed": job.seed,
+            "k": job.k,
+            "overrides": list(job.overrides),
+            "max_epochs": max_epochs,
+            "checkpoints": list(checkpoints),
+            "eval_ks": None if eval_ks is None else list(eval_ks),
+        },
+        sort_keys=True,
+    )
+
+
+def read_journal(path: Path) -> dict[str, dict]:
+    """The finished runs of a journal, by key; a last line cut short by an interruption is ignored."""
+    if not path.exists():
+        return {}
+    runs = {}
+    for line in path.read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # the line being written when the study was stopped
+        runs[record["key"]] = record
+    return runs
+
+
+def append_journal(path: Path, record: dict) -> None:
+    """Add one finished run to the journal, on disk before the next run starts."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "ab+") as handle:
+        handle.seek(0, os.SEEK_END)
+        if handle.tell() > 0:
+            handle.seek(-1, os.SEEK_END)
+            if handle.read(1) != b"\n":
+                handle.write(b"\n")  # end the line an interrupted write left, so that this run has its own
+        handle.write(json.dumps(record).encode() + b"\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """Write `text` to a file beside `path`, then rename it over `path`: a reader sees the old or the new file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.partial")
+    partial.write_text(text)
+    os.replace(partial, path)
 
 
 def _progress(started: float, job: Job, record: dict, checkpoints: Sequence[str]) -> str:
@@ -578,39 +714,52 @@ def _progress(started: float, job: Job, record: dict, checkpoints: Sequence[str]
     )
 
 
-def _train(args: argparse.Namespace, started: float) -> list[dict]:
-    """Run every job (`--jobs` at a time); their records in completion order."""
+def _train(
+    args: argparse.Namespace, started: float, done: dict[str, dict], finished: Callable[[dict], None]
+) -> list[dict]:
+    """Run every job that `done` (finished runs by key) lacks, `--jobs` at a time.
+
+    Each new record goes to `finished` as soon as its run ends. Returns the records of every job of the
+    plan, in plan order.
+    """
     jobs = _jobs(args)
-    records: list[dict] = []
+    keys = [job_key(args.config, job, args.max_epochs, args.checkpoints, args.per_k) for job in jobs]
+    records = {key: done[key] for key in keys if key in done}
+    if records:
+        print(f"Resuming: {len(records)} of {len(jobs)} runs are in the journal, {len(jobs) - len(records)} to go.")
     threads = max(1, (os.cpu_count() or 1) // args.jobs)
+
+    def keep(key: str, job: Job, record: dict) -> None:
+        record["key"] = key
+        records[key] = record
+        finished(record)
+        print(_progress(started, job, record, args.checkpoints), flush=True)
+
     with tempfile.TemporaryDirectory(prefix="avgk-compare-") as root:
         # Every job gets a folder of its own: parallel jobs must not pick the same run directory.
-        arguments = [
-            (args.config, job, args.max_epochs, args.checkpoints, str(Path(root) / f"job_{index}"), args.per_k)
-            for index, job in enumerate(jobs)
+        pending = [
+            (key, (args.config, job, args.max_epochs, args.checkpoints, str(Path(root) / f"job_{index}"), args.per_k))
+            for index, (key, job) in enumerate(zip(keys, jobs))
+            if key not in records
         ]
         if args.jobs == 1:
-            for job_arguments in arguments:
-                record = run_job(*job_arguments)
-                records.append(record)
-                print(_progress(started, job_arguments[1], record, args.checkpoints), flush=True)
+            for key, job_arguments in pending:
+                keep(key, job_arguments[1], run_job(*job_arguments))
         else:
             context = multiprocessing.get_context("spawn")
             with concurrent.futures.ProcessPoolExecutor(args.jobs, mp_context=context, max_tasks_per_child=1) as pool:
                 futures = {
-                    pool.submit(_run_job_in_worker, threads, *job_arguments): job_arguments[1]
-                    for job_arguments in arguments
+                    pool.submit(_run_job_in_worker, threads, *job_arguments): (key, job_arguments[1])
+                    for key, job_arguments in pending
                 }
                 for future in concurrent.futures.as_completed(futures):
-                    record = future.result()
-                    records.append(record)
-                    print(_progress(started, futures[future], record, args.checkpoints), flush=True)
-    return records
+                    keep(*futures[future], future.result())
+    return [records[key] for key in keys]
 
 
 def render(saved: dict[str, Any]) -> str:
     """The Markdown of a saved comparison (the .json beside every output): its header, then the tables."""
-    runs = saved["runs"]
+    runs = [with_head_chosen_on_validation(run) for run in saved["runs"]]
     settings = saved.get("settings") or list(dict.fromkeys(run["setting"] for run in runs))
     labels = [row["label"] for row in saved["rows"]]
     ks = saved.get("ks") or sorted(
@@ -637,36 +786,53 @@ def main(argv: Sequence[str] | None = None) -> str:
         ]
     else:
         started = time.perf_counter()
-        records = _train(args, started)
-        elapsed = time.perf_counter() - started
-        saved = {
-            "command": command.strip(),
-            "header": [
-                f"Command: `{command.strip()}`",
-                "",
-                (
-                    f"Config `{args.config}`, {args.seeds} seed(s) (also given to "
-                    f"{', '.join(args.seed_args) or 'nothing else'}), {args.max_epochs} epoch(s), overrides "
-                    f"{args.set or 'none'}, checkpoints {', '.join(args.checkpoints)}; {len(records)} training runs, "
-                    f"wall time {elapsed / 60:.1f} min ({os.cpu_count()} CPU cores visible, {args.jobs} run(s) at a time)."
-                ),
-            ],
-            "settings": [_setting_label(setting) for setting in args.settings],
-            "ks": args.per_k or sorted({k for record in records for k in record["eval_ks"]}),
-            "checkpoints": args.checkpoints,
-            "rows": [asdict(row) for row in args.rows],
-            "runs": records,
-        }
+        journal = None if args.out is None else journal_path(args.out)
+        done = {} if journal is None else read_journal(journal)
+
+        def saved_form(records: Sequence[dict]) -> dict[str, Any]:
+            hours = sum(record["seconds"] for record in records) / 3600
+            return {
+                "command": command.strip(),
+                "header": [
+                    f"Command: `{command.strip()}`",
+                    "",
+                    (
+                        f"Config `{args.config}`, {args.seeds} seed(s) (also given to "
+                        f"{', '.join(args.seed_args) or 'nothing else'}), {args.max_epochs} epoch(s), overrides "
+                        f"{args.set or 'none'}, checkpoints {', '.join(args.checkpoints)}; {len(records)} of "
+                        f"{len(_jobs(args))} training runs done, {hours:.1f} h of training in all "
+                        f"({os.cpu_count()} CPU cores visible, {args.jobs} run(s) at a time)."
+                    ),
+                ],
+                "settings": [_setting_label(setting) for setting in args.settings],
+                "ks": args.per_k or sorted({k for record in records for k in record["eval_ks"]}),
+                "checkpoints": args.checkpoints,
+                "rows": [asdict(row) for row in args.rows],
+                "runs": list(records),
+            }
+
+        finished_runs: list[dict] = [record for record in done.values()]
+
+        def finished(record: dict) -> None:
+            # The journal first (the study's state), then the tables, rewritten from every run finished so far.
+            if journal is None:
+                return
+            append_journal(journal, record)
+            finished_runs.append(record)
+            planned = {job_key(args.config, job, args.max_epochs, args.checkpoints, args.per_k) for job in _jobs(args)}
+            partial = saved_form([run for run in finished_runs if run["key"] in planned])
+            write_atomically(Path(args.out), render(partial))
+            write_atomically(Path(args.out).with_suffix(".json"), json.dumps(partial))
+
+        saved = saved_form(_train(args, started, done, finished))
     text = render(saved)
     print(text)
-    if args.out is not None:
-        out = Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        with open(out, "x") as handle:  # never overwrite
+    if args.out is not None and args.from_json is not None:
+        with open(args.out, "x") as handle:  # never overwrite
             handle.write(text)
-        if args.from_json is None:
-            with open(out.with_suffix(".json"), "x") as handle:
-                json.dump(saved, handle)
+    elif args.out is not None:  # the study's own files, checked in _parse_args
+        write_atomically(Path(args.out), text)
+        write_atomically(Path(args.out).with_suffix(".json"), json.dumps(saved))
     return text
 
 

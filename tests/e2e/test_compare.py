@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+import signal
+import subprocess
 import sys
+import time
 
 import pytest
 
-from tests.helpers import run_process_group
+from tests.helpers import ROOT, run_process_group
 
 TINY = [
     "--set=data.init_args.train_size=300",
@@ -73,3 +77,49 @@ def test_compare_refuses_to_overwrite_and_unknown_methods(tmp_path):
     assert code == 2 and "unknown method(s) nope (argument --methods)" in output
     code, output = run_process_group([sys.executable, "benchmarks/compare.py", "--variant=x=nope a=1"], timeout=120)
     assert code == 2 and "--variant must look like" in output
+
+
+@pytest.mark.slow
+def test_compare_killed_mid_study_resumes_without_repeating_finished_runs(tmp_path):
+    out = tmp_path / "study.md"
+    journal = tmp_path / "study.runs.jsonl"
+    command = [
+        sys.executable,
+        "benchmarks/compare.py",
+        "--methods=softmax",
+        "--seeds=3",
+        "--max-epochs=1",
+        "--seed-args=data.init_args.seed",
+        *TINY,
+        f"--out={out}",
+    ]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "WANDB_MODE": "disabled"}
+    process = subprocess.Popen(
+        command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
+    try:  # kill the study (SIGKILL: no clean-up of any kind) once its first run is in the journal
+        deadline = time.monotonic() + 300
+        while not (journal.exists() and journal.read_text().count("\n") >= 1) and time.monotonic() < deadline:
+            assert process.poll() is None, "the study ended before it could be interrupted"
+            time.sleep(0.2)
+    finally:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+    finished = [json.loads(line) for line in journal.read_text().splitlines()]
+    assert 1 <= len(finished) < 3
+    assert len(json.loads(out.with_suffix(".json").read_text())["runs"]) == len(finished)  # tables kept up to date
+    with open(journal, "a") as handle:
+        handle.write('{"key": "a line cut short by the kill')  # what a kill during a write leaves
+
+    code, output = run_process_group(command, timeout=400)
+    assert code == 0, output[-4000:]
+    assert f"Resuming: {len(finished)} of 3 runs are in the journal, {3 - len(finished)} to go." in output
+    assert output.count("| softmax k=2 seed") == 3 - len(finished)  # one progress line per run trained
+    runs = json.loads(out.with_suffix(".json").read_text())["runs"]
+    assert [run["seed"] for run in runs] == [0, 1, 2]
+    assert runs[: len(finished)] == finished  # the journal's runs, unchanged
+    assert "3 of 3 training runs done" in out.read_text()
+
+    code, output = run_process_group([*command, "--seeds=4"], timeout=400)  # a larger plan reuses the same runs
+    assert code == 0 and "Resuming: 3 of 4 runs are in the journal, 1 to go." in output, output[-4000:]
+    assert output.count("| softmax k=2 seed") == 1

@@ -84,3 +84,28 @@ def test_only_k_dependent_methods_train_one_model_per_k():
     assert [compare.depends_on_k(m) for m in ("two_head", "epr", "role", "softmax", "an", "em")] == [True] * 3 + [
         False
     ] * 3
+
+
+def test_the_head_chosen_on_validation_is_the_better_one_at_each_checkpoint_epoch():
+    compare = _compare()
+    record = _record(
+        "two_head", "two_head", 0, 2.0, True,
+        {("test/", "avgk_acc", 2.0): 0.90, ("test/softmax/", "avgk_acc", 2.0): 0.93,
+         ("test/", "set_size", 2.0): 2.1, ("test/softmax/", "set_size", 2.0): 1.9},
+    )  # fmt: skip
+    record["results"]["last"] = {**record["results"]["last"], "test/avgk_acc@2": 0.95}
+    record["epoch_metrics"] = [{"val/avgk_acc@2": 0.5, "val/softmax/avgk_acc@2": 0.5} for _ in range(10)]
+    record["epoch_metrics"][3] = {"val/avgk_acc@2": 0.80, "val/softmax/avgk_acc@2": 0.81}  # best: softmax head
+    record["epoch_metrics"][9] = {"val/avgk_acc@2": 0.82, "val/softmax/avgk_acc@2": 0.82}  # last: a tie
+    chosen = compare.with_head_chosen_on_validation(record)["results"]
+    assert chosen["best"]["test/chosen/avgk_acc@2"] == 0.93 and chosen["best"]["test/chosen/set_size@2"] == 1.9
+    assert chosen["last"]["test/chosen/avgk_acc@2"] == 0.95 and chosen["last"]["test/chosen/set_size@2"] == 2.1
+    softmax = _record("softmax", "softmax", 0, 2.0, False, {("test/", "avgk_acc", 2.0): 0.91})
+    softmax["epoch_metrics"] = [{"val/avgk_acc@2": 0.8}] * 10
+    assert compare.with_head_chosen_on_validation(softmax) == softmax  # one head: nothing to choose
+    text = compare.render(
+        {"command": "c", "runs": [record, softmax], "rows": [{"label": "two_head"}, {"label": "softmax"}],
+         "settings": ["noise=0.4"], "ks": [2.0], "checkpoints": ["best", "last"]}
+    )  # fmt: skip
+    assert "| two_head, the head better on validation - softmax | 2 | +0.0200 | +0.0200 | 1 / 0 / 0 |" in text
+    assert "| two_head, the head better on validation (one model per K) | 0.9300 |" in text
