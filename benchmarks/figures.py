@@ -1,0 +1,191 @@
+"""Figures of the committed comparison results: the gain over softmax thresholding, from their JSON alone.
+
+Usage:
+    python benchmarks/figures.py noise RESULTS.json OUT.png [--label two_head] [--checkpoint best]
+    python benchmarks/figures.py grid RESULTS.json OUT.png [--checkpoints best,last]
+
+``noise``: the paired difference (a row of the comparison minus softmax thresholding, same seed and data)
+of test average-K accuracy against the label-noise rate of each ``noise=...`` setting, one line (the mean
+over seeds) per K and each seed a dot. ``grid``: one row per setting, one column per comparison with
+softmax and checkpoint, each cell coloured by the mean paired difference and labelled with it and the
+wins / ties / losses over seeds. Both read a ``.json`` that ``benchmarks/compare.py`` wrote (or its run
+journal); nothing is trained. A figure is never written over an existing file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from avgk_lightning.naming import format_k  # noqa: E402
+from benchmarks.compare import (  # noqa: E402
+    CHOSEN_PREFIX,
+    SET_PREFIX,
+    SOFTMAX_PREFIX,
+    TIE,
+    paired_differences,
+    read_journal,
+    with_head_chosen_on_validation,
+)
+
+HEAD_PREFIXES = {"set": SET_PREFIX, "softmax": SOFTMAX_PREFIX, "chosen": CHOSEN_PREFIX}
+
+
+def load_runs(path: Path) -> tuple[list[dict], list[str]]:
+    """The runs of a saved comparison (``.json``) or of a run journal (``.runs.jsonl``), and its settings in order."""
+    if path.name.endswith(".runs.jsonl"):
+        runs = list(read_journal(path).values())
+        settings = list(dict.fromkeys(run["setting"] for run in runs))
+    else:
+        saved = json.loads(path.read_text())
+        runs = saved["runs"]
+        settings = saved.get("settings") or list(dict.fromkeys(run["setting"] for run in runs))
+    return [with_head_chosen_on_validation(run) for run in runs], settings
+
+
+def _noise(setting: str) -> float | None:
+    match = re.fullmatch(r"noise=([0-9.]+)", setting)
+    return None if match is None else float(match.group(1))
+
+
+def noise_curves(
+    runs: Sequence[dict], settings: Sequence[str], label: str, head: str, checkpoint: str
+) -> dict[float, list[tuple[float, list[float]]]]:
+    """Per K: (noise rate, paired differences over seeds) of `label`'s `head` minus softmax, by increasing noise.
+
+    Only the settings that are a noise rate alone (``noise=0.4``) count.
+    """
+    ks = sorted({run["k"] for run in runs if run["label"] == label})
+    curves: dict[float, list[tuple[float, list[float]]]] = {}
+    for k in ks:
+        points = []
+        for setting in settings:
+            noise = _noise(setting)
+            differences = paired_differences(
+                runs, setting, label, HEAD_PREFIXES[head], "softmax", "avgk_acc", k, checkpoint
+            )
+            if noise is not None and differences:
+                points.append((noise, differences))
+        curves[k] = sorted(points)
+    return curves
+
+
+def grid_cells(
+    runs: Sequence[dict], settings: Sequence[str], checkpoints: Sequence[str]
+) -> tuple[list[str], list[list[list[float] | None]]]:
+    """Column titles and, per setting, the paired differences to softmax of every two-head row, head and checkpoint.
+
+    Columns: each non-softmax label's set head, then (for two-head models) the head chosen on validation, at
+    the K it was trained for, for each checkpoint. A cell is None where the setting lacks the runs.
+    """
+    columns: list[tuple[str, str, float, str]] = []
+    for run in runs:
+        if run["label"] == "softmax":
+            continue
+        names = next(iter(run["results"].values()))
+        heads = ["set"] + (["chosen"] if any(name.startswith(CHOSEN_PREFIX) for name in names) else [])
+        for head in heads:
+            for checkpoint in checkpoints:
+                column = (run["label"], head, run["k"], checkpoint)
+                if column not in columns:
+                    columns.append(column)
+    titles = [
+        f"{label}{', head chosen on val.' if head == 'chosen' else ''}\nK={format_k(k)}, {checkpoint}"
+        for label, head, k, checkpoint in columns
+    ]
+    cells = [
+        [
+            paired_differences(runs, setting, label, HEAD_PREFIXES[head], "softmax", "avgk_acc", k, checkpoint)
+            for label, head, k, checkpoint in columns
+        ]
+        for setting in settings
+    ]
+    return titles, cells
+
+
+def _signs(differences: Sequence[float]) -> str:
+    wins = sum(d >= TIE for d in differences)
+    losses = sum(d <= -TIE for d in differences)
+    return f"{wins}/{len(differences) - wins - losses}/{losses}"
+
+
+def plot_noise(curves: dict[float, list[tuple[float, list[float]]]], title: str) -> Any:
+    figure, axes = plt.subplots(figsize=(6.4, 4.2))
+    for index, (k, points) in enumerate(curves.items()):
+        color = f"C{index}"
+        noises = [noise for noise, _ in points]
+        axes.plot(noises, [sum(d) / len(d) for _, d in points], "-", color=color, label=f"K = {format_k(k)}")
+        for noise, differences in points:
+            axes.plot([noise] * len(differences), differences, "o", color=color, alpha=0.45, markersize=4)
+    axes.axhline(0.0, color="black", linewidth=0.8)
+    axes.set_xlabel("label-noise rate p")
+    axes.set_ylabel("test average-K accuracy: two-head − softmax")
+    axes.set_title(title, fontsize=10)
+    axes.legend()
+    figure.tight_layout()
+    return figure
+
+
+def plot_grid(settings: Sequence[str], titles: Sequence[str], cells: Sequence[Sequence[list[float] | None]]) -> Any:
+    means = [[float("nan") if c is None else sum(c) / len(c) for c in row] for row in cells]
+    bound = max([abs(value) for row in means for value in row if value == value] + [0.01])
+    figure, axes = plt.subplots(figsize=(1.6 + 1.25 * len(titles), 0.9 + 0.42 * len(settings)))
+    image = axes.imshow(means, cmap="RdBu", vmin=-bound, vmax=bound, aspect="auto")
+    for row, row_cells in enumerate(cells):
+        for column, differences in enumerate(row_cells):
+            if differences:
+                text = f"{means[row][column]:+.3f}\n{_signs(differences)}"
+                axes.text(column, row, text, ha="center", va="center", fontsize=7)
+    axes.set_xticks(range(len(titles)), titles, fontsize=7)
+    axes.set_yticks(range(len(settings)), [setting or "config" for setting in settings], fontsize=7)
+    axes.xaxis.tick_top()
+    figure.colorbar(image, ax=axes, label="minus softmax (mean)")
+    figure.tight_layout()
+    return figure
+
+
+def main(argv: Sequence[str] | None = None) -> Path:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("kind", choices=("noise", "grid"))
+    parser.add_argument("results", type=Path, help="a .json written by compare.py, or its .runs.jsonl journal")
+    parser.add_argument("out", type=Path, help="the PNG file to write (never overwritten)")
+    parser.add_argument("--label", default="two_head", help="noise: the row compared with softmax")
+    parser.add_argument("--head", default="set", choices=sorted(HEAD_PREFIXES), help="noise: that row's head")
+    parser.add_argument("--checkpoint", default="best", choices=("best", "last"), help="noise: the checkpoint")
+    parser.add_argument("--checkpoints", default="best,last", help="grid: the checkpoints, comma-separated")
+    args = parser.parse_args(argv)
+    if not args.results.is_file():
+        parser.error(f"{args.results}: no such file (argument results: a .json or .runs.jsonl of compare.py)")
+    if args.out.exists():
+        parser.error(f"{args.out} exists (argument out): pass a new file name (figures are never overwritten)")
+    runs, settings = load_runs(args.results)
+    if args.kind == "noise":
+        curves = noise_curves(runs, settings, args.label, args.head, args.checkpoint)
+        if not any(curves.values()):
+            parser.error(f"{args.results} has no paired {args.label} and softmax runs in noise=... settings")
+        figure = plot_noise(curves, f"{args.results.name}, {args.checkpoint} checkpoint, each dot a seed")
+    else:
+        titles, cells = grid_cells(runs, settings, args.checkpoints.split(","))
+        figure = plot_grid(settings, titles, cells)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(args.out, dpi=130)
+    plt.close(figure)
+    print(f"Wrote {args.out}")
+    return args.out
+
+
+if __name__ == "__main__":
+    main()

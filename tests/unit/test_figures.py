@@ -1,0 +1,70 @@
+"""benchmarks/figures.py: the paired differences it draws, from fabricated runs, and the files it writes."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from benchmarks import figures
+
+
+def _run(setting, label, seed, k, accuracy, softmax_head=None, val=None):
+    results = {f"test/avgk_acc@{k:g}": accuracy}
+    if softmax_head is not None:
+        results[f"test/softmax/avgk_acc@{k:g}"] = softmax_head
+    run = {
+        "setting": setting, "label": label, "method": label, "seed": seed, "k": k, "per_k": label != "softmax",
+        "eval_ks": [k], "results": {"best": results, "last": results}, "epochs": {"best": 0, "last": 0},
+        "train_top1_acc": [0.5],
+    }  # fmt: skip
+    if val is not None:
+        run["epoch_metrics"] = [{f"val/avgk_acc@{k:g}": val[0], f"val/softmax/avgk_acc@{k:g}": val[1]}]
+    return run
+
+
+def _runs():
+    """Two noise settings and a long-tail one; two_head minus softmax is 0.01·seed + noise/10 (K = 2)."""
+    runs = []
+    for setting, noise in (("noise=0.4", 0.4), ("noise=0", 0.0), ("noise=0.2 imbalance=20", 0.2)):
+        for seed in range(3):
+            runs.append(_run(setting, "softmax", seed, 2.0, 0.8))
+            gain = 0.01 * seed + noise / 10
+            # the softmax head is better on validation for seed 0 only
+            val = (0.7, 0.9) if seed == 0 else (0.9, 0.7)
+            runs.append(_run(setting, "two_head", seed, 2.0, 0.8 + gain, softmax_head=0.79, val=val))
+    return runs
+
+
+def test_noise_curves_are_the_paired_differences_by_increasing_noise():
+    runs = [figures.with_head_chosen_on_validation(run) for run in _runs()]
+    settings = ["noise=0.4", "noise=0", "noise=0.2 imbalance=20"]
+    curves = figures.noise_curves(runs, settings, "two_head", "set", "best")
+    assert list(curves) == [2.0]
+    assert [noise for noise, _ in curves[2.0]] == [0.0, 0.4]  # the long-tail setting is not a noise rate alone
+    assert curves[2.0][1][1] == pytest.approx([0.04, 0.05, 0.06])
+    chosen = figures.noise_curves(runs, settings, "two_head", "chosen", "best")
+    assert chosen[2.0][0][1] == pytest.approx([-0.01, 0.01, 0.02])  # seed 0 keeps its softmax head (0.79)
+
+
+def test_grid_cells_hold_each_setting_and_column_and_the_files_are_never_overwritten(tmp_path):
+    journal = tmp_path / "grid.runs.jsonl"
+    journal.write_text("".join(json.dumps({**run, "key": str(i)}) + "\n" for i, run in enumerate(_runs())))
+    runs, settings = figures.load_runs(journal)
+    assert settings == ["noise=0.4", "noise=0", "noise=0.2 imbalance=20"]
+    titles, cells = figures.grid_cells(runs, settings, ["best", "last"])
+    assert titles == [
+        "two_head\nK=2, best",
+        "two_head\nK=2, last",
+        "two_head, head chosen on val.\nK=2, best",
+        "two_head, head chosen on val.\nK=2, last",
+    ]
+    assert cells[2][1] == pytest.approx([0.02, 0.03, 0.04]) and cells[0][2] == pytest.approx([-0.01, 0.05, 0.06])
+    out = tmp_path / "figures" / "grid.png"
+    assert figures.main(["grid", str(journal), str(out)]) == out
+    assert out.read_bytes().startswith(b"\x89PNG")
+    with pytest.raises(SystemExit):
+        figures.main(["grid", str(journal), str(out)])  # exists: refused
+    noise = tmp_path / "noise.png"
+    figures.main(["noise", str(journal), str(noise), "--head", "chosen"])
+    assert noise.read_bytes().startswith(b"\x89PNG")
