@@ -35,8 +35,18 @@ std over seeds; the paired difference to softmax (same seed, same data) per seed
 wins / ties / losses (a tie: |difference| < 0.0005), and of each variant to the plain two_head; the
 epochs the checkpoints come from and the training top-1 accuracy on the (noisy) training labels at
 those epochs, which tells whether the network fits its training labels (the memorisation regime).
-A summary table gives the paired differences of every setting. ``--jobs N`` runs N trainings at a
-time, each on ``cores / N`` threads. The command line and the wall time are written at the top.
+For a two-head model, rows and comparisons also give "the head better on validation": at each checkpoint's
+epoch, the test metrics of whichever head (multi-label or softmax) had the higher validation average-K
+accuracy at the model's K. A summary table gives the paired differences of every setting. ``--jobs N``
+runs N trainings at a time, each on ``cores / N`` threads (on a 2-core host one at a time is faster: see
+benchmarks/README.md). The command line and the hours of training are written at the top.
+
+A study survives its length: with ``--out FILE.md``, every finished run is appended at once to the run
+journal ``FILE.runs.jsonl``, and ``FILE.md`` and ``FILE.json`` are rewritten (atomically) from the runs
+so far. The same command, run again after an interruption, resumes: the runs of the journal whose key
+(config, setting, row, seed, K, overrides, epochs, checkpoints) is in the plan are not repeated, so a
+study can also grow (more seeds, settings or rows) without retraining what it has. ``FILE.md`` is never
+written over unless its journal lies beside it.
 """
 
 from __future__ import annotations
