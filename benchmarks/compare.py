@@ -266,6 +266,33 @@ def _signs(differences: Sequence[float]) -> str:
     return f"{wins} / {len(differences) - wins - losses} / {losses}"
 
 
+# Two-sided 95% quantiles of Student's t distribution by degrees of freedom (seeds - 1).
+_T_975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228}
+
+
+def paired_verdict(differences: Sequence[float]) -> str:
+    """``win`` or ``loss`` when the 95% paired t-interval of the mean difference excludes 0, else ``tie``.
+
+    Seeds are few, so a cell is a win or a loss only when its seeds agree well beyond their spread; one
+    seed cannot decide (``tie``).
+
+    Example:
+        >>> paired_verdict([0.010, 0.012, 0.011]), paired_verdict([0.02, -0.01, 0.004])
+        ('win', 'tie')
+        >>> paired_verdict([-0.05, -0.04, -0.06])
+        'loss'
+    """
+    n = len(differences)
+    if n < 2:
+        return "tie"
+    mean = _mean(differences)
+    deviation = math.sqrt(sum((d - mean) ** 2 for d in differences) / (n - 1))
+    half_width = _T_975.get(n - 1, 2.0) * deviation / math.sqrt(n)
+    if mean - half_width > 0:
+        return "win"
+    return "loss" if mean + half_width < 0 else "tie"
+
+
 def _runs(records: Sequence[dict], setting: str, label: str, k: float) -> list[dict]:
     """The runs of `label` in `setting` that are evaluated at `k`, ordered by seed."""
     runs = [
@@ -500,8 +527,9 @@ def summary_table(
     lines = [
         "",
         (
-            "**Summary: paired differences** (mean over seeds, wins / ties / losses) of test average-K accuracy, "
-            "macro average-K accuracy and average-K accuracy on the few-sample classes"
+            "**Summary: paired differences** (mean over seeds, wins / ties / losses over seeds, and the verdict: "
+            "win or loss when the 95% paired t-interval excludes 0) of test average-K accuracy, macro average-K "
+            "accuracy and average-K accuracy on the few-sample classes"
         ),
         "",
         "| setting | comparison | K | "
@@ -523,7 +551,9 @@ def summary_table(
                             records, setting, label, prefix, reference, metric, k, checkpoint
                         )
                         cells.append(
-                            "-" if differences is None else f"{_mean(differences):+.4f} ({_signs(differences)})"
+                            "-"
+                            if differences is None
+                            else f"{_mean(differences):+.4f} ({_signs(differences)}) {paired_verdict(differences)}"
                         )
                 if any(cell != "-" for cell in cells):
                     lines.append(f"| {setting or 'config'} | {name} | {format_k(k)} | " + " | ".join(cells) + " |")

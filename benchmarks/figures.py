@@ -7,8 +7,8 @@ Usage:
 ``noise``: the paired difference (a row of the comparison minus softmax thresholding, same seed and data)
 of test average-K accuracy against the label-noise rate of each ``noise=...`` setting, one line (the mean
 over seeds) per K and each seed a dot. ``grid``: one row per setting, one column per comparison with
-softmax and checkpoint, each cell coloured by the mean paired difference and labelled with it and the
-wins / ties / losses over seeds. Both read a ``.json`` that ``benchmarks/compare.py`` wrote (or its run
+softmax and checkpoint, each cell coloured by the mean paired difference and labelled with it, the
+wins / ties / losses over seeds and the verdict where the 95% paired t-interval excludes 0. Both read a ``.json`` that ``benchmarks/compare.py`` wrote (or its run
 journal); nothing is trained. A figure is never written over an existing file.
 """
 
@@ -37,6 +37,7 @@ from benchmarks.compare import (  # noqa: E402
     SOFTMAX_PREFIX,
     TIE,
     paired_differences,
+    paired_verdict,
     read_journal,
     with_head_chosen_on_validation,
 )
@@ -147,7 +148,8 @@ def plot_grid(settings: Sequence[str], titles: Sequence[str], cells: Sequence[Se
     for row, row_cells in enumerate(cells):
         for column, differences in enumerate(row_cells):
             if differences:
-                text = f"{means[row][column]:+.3f}\n{_signs(differences)}"
+                verdict = paired_verdict(differences)
+                text = f"{means[row][column]:+.3f}\n{_signs(differences)}" + ("" if verdict == "tie" else f" {verdict}")
                 axes.text(column, row, text, ha="center", va="center", fontsize=7)
     axes.set_xticks(range(len(titles)), titles, fontsize=7)
     axes.set_yticks(range(len(settings)), [setting or "config" for setting in settings], fontsize=7)

@@ -75,7 +75,8 @@ def test_tables_say_which_rows_are_one_model_per_k_and_count_signs():
     assert "| two_head (k=1.5) | 9, 9, 9 | 0.9500 ± 0.0000 | 0.9500 ± 0.0000 |" in text  # the last checkpoint
     summary = text.split("**Summary: paired differences**", 1)[1]
     assert (
-        "| noise=0.4 | two_head - softmax | 2 | +0.0034 (1 / 1 / 1) | - | - | +0.0034 (1 / 1 / 1) | - | - |" in summary
+        "| noise=0.4 | two_head - softmax | 2 | +0.0034 (1 / 1 / 1) tie | - | - | +0.0034 (1 / 1 / 1) tie | - | - |"
+        in summary
     )
 
 
@@ -109,3 +110,15 @@ def test_the_head_chosen_on_validation_is_the_better_one_at_each_checkpoint_epoc
     )  # fmt: skip
     assert "| two_head, the head better on validation - softmax | 2 | +0.0200 | +0.0200 | 1 / 0 / 0 |" in text
     assert "| two_head, the head better on validation (one model per K) | 0.9300 |" in text
+
+
+def test_a_cell_is_won_or_lost_only_when_the_paired_t_interval_excludes_zero():
+    compare = _compare()
+    # mean 0.02, sample std 0.01: half-width 4.303 * 0.01 / sqrt(3) = 0.0248 > 0.02
+    assert compare.paired_verdict([0.01, 0.02, 0.03]) == "tie"
+    # mean 0.021, sample std 0.001: half-width 0.0025 < 0.021
+    assert compare.paired_verdict([0.020, 0.021, 0.022]) == "win"
+    assert compare.paired_verdict([-0.020, -0.021, -0.022]) == "loss"
+    # five seeds: t = 2.776, std 0.0158, half-width 0.0196 against a mean of 0.02
+    assert compare.paired_verdict([0.0, 0.01, 0.02, 0.03, 0.04]) == "win"
+    assert compare.paired_verdict([0.05]) == "tie"  # one seed decides nothing
