@@ -8,8 +8,8 @@ Usage:
 of test average-K accuracy against the label-noise rate of each ``noise=...`` setting, one line (the mean
 over seeds) per K and each seed a dot. ``grid``: one row per setting, one column per comparison with
 softmax and checkpoint, each cell coloured by the mean paired difference and labelled with it, the
-wins / ties / losses over seeds and the verdict where the 95% paired t-interval excludes 0. Both read a ``.json`` that ``benchmarks/compare.py`` wrote (or its run
-journal); nothing is trained. A figure is never written over an existing file.
+wins / ties / losses over seeds and the verdict where the 95% paired t-interval excludes 0. Both read
+a ``.json`` that ``benchmarks/compare.py`` wrote (or its run journal); nothing is trained. A figure is never written over an existing file.
 """
 
 from __future__ import annotations
