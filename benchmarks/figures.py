@@ -8,7 +8,8 @@ Usage:
 of test average-K accuracy against the label-noise rate of each ``noise=...`` setting, one line (the mean
 over seeds) per K and each seed a dot. ``grid``: one row per setting, one column per comparison with
 softmax and checkpoint, each cell coloured by the mean paired difference and labelled with it, the
-wins / ties / losses over seeds and the verdict where the 95% paired t-interval excludes 0. Both read
+wins / ties / losses over seeds and the verdict where the 95% paired t-interval excludes 0; the same
+numbers are printed as a Markdown table. Both read
 a ``.json`` that ``benchmarks/compare.py`` wrote (or its run journal); nothing is trained. A figure is never written over an existing file.
 """
 
@@ -123,6 +124,20 @@ def _signs(differences: Sequence[float]) -> str:
     return f"{wins}/{len(differences) - wins - losses}/{losses}"
 
 
+def grid_markdown(
+    settings: Sequence[str], titles: Sequence[str], cells: Sequence[Sequence[list[float] | None]]
+) -> str:
+    """The heat map's numbers as a Markdown table: per cell the mean paired difference, seeds' W/T/L, verdict."""
+    header = "| setting | " + " | ".join(title.replace("\n", ", ") for title in titles) + " |"
+    lines = [header, "|---" * (len(titles) + 1) + "|"]
+    for setting, row in zip(settings, cells):
+        texts = [
+            "-" if not d else f"{sum(d) / len(d):+.4f} ({_signs(d)}) {paired_verdict(d)}" for d in row
+        ]
+        lines.append(f"| {setting or 'config'} | " + " | ".join(texts) + " |")
+    return "\n".join(lines)
+
+
 def plot_noise(curves: dict[float, list[tuple[float, list[float]]]], title: str) -> Any:
     figure, axes = plt.subplots(figsize=(6.4, 4.2))
     for index, (k, points) in enumerate(curves.items()):
@@ -182,6 +197,7 @@ def main(argv: Sequence[str] | None = None) -> Path:
     else:
         titles, cells = grid_cells(runs, settings, args.checkpoints.split(","))
         figure = plot_grid(settings, titles, cells)
+        print(grid_markdown(settings, titles, cells))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(args.out, dpi=130)
     plt.close(figure)

@@ -60,6 +60,16 @@ def test_grid_cells_hold_each_setting_and_column_and_the_files_are_never_overwri
         "two_head, head chosen on val.\nK=2, last",
     ]
     assert cells[2][1] == pytest.approx([0.02, 0.03, 0.04]) and cells[0][2] == pytest.approx([-0.01, 0.05, 0.06])
+    table = figures.grid_markdown(settings, titles, cells).splitlines()
+    assert table[0] == (
+        "| setting | two_head, K=2, best | two_head, K=2, last | two_head, head chosen on val., K=2, best "
+        "| two_head, head chosen on val., K=2, last |"
+    )
+    # 0.02, 0.03, 0.04: mean 0.03, half-width 4.303 * 0.01 / sqrt(3) = 0.0248: a win; with the chosen head a tie
+    assert table[4] == (
+        "| noise=0.2 imbalance=20 | +0.0300 (3/0/0) win | +0.0300 (3/0/0) win | +0.0200 (2/0/1) tie "
+        "| +0.0200 (2/0/1) tie |"
+    )
     out = tmp_path / "figures" / "grid.png"
     assert figures.main(["grid", str(journal), str(out)]) == out
     assert out.read_bytes().startswith(b"\x89PNG")
