@@ -24,21 +24,43 @@ STAGES = ("val", "test")
 
 @dataclass
 class Calibration:
-    """The thresholds calibrated on validation data, per head: λ_K per K and λ_c per target coverage.
+    """What validation calibrated, per head: λ_K per K, λ_c per target coverage, and the average-K accuracy per K.
 
     Example:
         >>> calibration = Calibration(average_k={"multilabel": {2.0: 0.31}})
         >>> calibration.threshold("multilabel", 2)
         0.31
+        >>> calibration.average_k["softmax"] = {2.0: 0.42}
+        >>> calibration.accuracy = {"multilabel": {2.0: 0.90}, "softmax": {2.0: 0.93}}
+        >>> calibration.better_head(["multilabel", "softmax"], 2)
+        'softmax'
     """
 
     average_k: dict[str, dict[float, float]] = field(default_factory=dict)
     coverage: dict[str, dict[float, float]] = field(default_factory=dict)
+    accuracy: dict[str, dict[float, float]] = field(default_factory=dict)
 
     def record(self, head: str, result: EvaluationResult) -> None:
-        """Keep the thresholds that validation calibrated for `head`."""
+        """Keep the thresholds that validation calibrated for `head`, and its average-K accuracy at each K."""
         self.average_k[head] = dict(result.thresholds)
         self.coverage[head] = dict(result.coverage_thresholds)
+        self.accuracy[head] = {k: float(result[f"avgk_acc@{format_k(k)}"]) for k in result.thresholds}
+
+    def better_head(self, heads: Sequence[str], k: float, argument: str = "predict_k") -> str:
+        """Of `heads`, the one with the higher validation average-K accuracy at `k` (the first one on a tie).
+
+        Raises the error of :meth:`threshold` where `k` was not calibrated for every head.
+        """
+        for head in heads:
+            self.threshold(head, k, argument)
+        missing = [head for head in heads if float(k) not in self.accuracy.get(head, {})]
+        if missing:
+            raise InvalidInputError(
+                f"The checkpoint records no validation average-K accuracy of the {', '.join(missing)} head at "
+                f"K={format_k(k)}, which `predict_head: validation` compares (checkpoints written before that option "
+                f"existed lack it): pass `predict_head` {' or '.join(heads)}, or train again."
+            )
+        return max(heads, key=lambda head: (self.accuracy[head][float(k)], -list(heads).index(head)))
 
     def threshold(self, head: str, k: float, argument: str = "predict_k") -> float:
         """λ_K of `head` for `k`; an error naming `argument` and the calibrated K when there is none."""
@@ -59,11 +81,13 @@ class Calibration:
         return {
             "thresholds": {head: dict(values) for head, values in self.average_k.items()},
             "coverage_thresholds": {head: dict(values) for head, values in self.coverage.items()},
+            "validation_accuracy": {head: dict(values) for head, values in self.accuracy.items()},
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self.average_k = {head: dict(values) for head, values in state["thresholds"].items()}
         self.coverage = {head: dict(values) for head, values in state.get("coverage_thresholds", {}).items()}
+        self.accuracy = {head: dict(values) for head, values in state.get("validation_accuracy", {}).items()}
 
 
 class Evaluation(nn.Module):

@@ -51,7 +51,7 @@ class SetPredictor(nn.Module):
 
     def __init__(self, module: TwoHeadModule, k: float | None = None, argument: str = "k") -> None:
         super().__init__()
-        self.set_head = module.loss.set_head
+        self.set_head = module.prediction_head(k, argument)
         self.backbone = module.network.backbone
         self.head = module.network.head(self.set_head)
         self.register_buffer("threshold", torch.tensor(module.calibrated_threshold(k, argument), dtype=torch.float32))
@@ -112,7 +112,7 @@ def export_set_predictor(
     metadata = {
         "k": module.predict_k if k is None else float(k),
         "threshold": float(predictor.threshold),
-        "set_head": module.loss.set_head,
+        "set_head": predictor.set_head,
         "method": module.method,
         "class_names": module.class_names or [str(index) for index in range(module.num_classes)],
         "input_shape": list(input_shape),
@@ -148,6 +148,12 @@ def main(argv: Sequence[str] | None = None) -> Path:
     parser.add_argument(
         "--k", type=float, default=None, help="the calibrated K whose λ_K makes the sets (default: predict_k)"
     )
+    parser.add_argument(
+        "--head",
+        default=None,
+        help="the head that makes the sets: multilabel, softmax or validation (the better one on validation "
+        "at that K); default: the checkpoint's predict_head",
+    )
     parser.add_argument("--input-shape", default="3,224,224", help="C,H,W of the images the predictor will get")
     parser.add_argument(
         "--model-class", default="avgk_lightning.TwoHeadModule", help="the module class of the checkpoint"
@@ -164,14 +170,16 @@ def main(argv: Sequence[str] | None = None) -> Path:
     try:
         check_output(output, args.format, args.overwrite)
         read_checkpoint(args.checkpoint, argument="checkpoint")
+        overrides = {} if args.head is None else {"predict_head": args.head}
         module = _module_class(args.model_class).load_from_checkpoint(
-            args.checkpoint, map_location="cpu", weights_only=False
+            args.checkpoint, map_location="cpu", weights_only=False, **overrides
         )
         path = export_set_predictor(module, output, args.k, input_shape, args.format)
     except InvalidInputError as error:
         print(f"error: {error}", file=sys.stderr)
         raise SystemExit(2) from None
-    print(f"Exported the set predictor (K={module.predict_k if args.k is None else args.k}) to {path}")
+    k = module.predict_k if args.k is None else args.k
+    print(f"Exported the set predictor (K={k:g}, sets from the {module.prediction_head(k)} head) to {path}")
     return path
 
 

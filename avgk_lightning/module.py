@@ -14,7 +14,7 @@ from torch import Tensor, nn
 
 from avgk_lightning import checkpoint as checkpoint_format
 from avgk_lightning.batch import Batch
-from avgk_lightning.checks import check_module_arguments
+from avgk_lightning.checks import check_choice, check_module_arguments
 from avgk_lightning.epoch_state import merge_across_processes
 from avgk_lightning.errors import InvalidInputError, NonFiniteLossError
 from avgk_lightning.evaluation import Calibration, Evaluation
@@ -73,6 +73,10 @@ class TwoHeadModule(LightningModule):
         frequency_boundaries: (b1, b2): the test breakdown by training-class frequency groups classes
             into few (< b1), medium (b1..b2) and many (> b2) training images.
         predict_k: the K whose λ_K makes the sets of ``predict`` and :meth:`predict_sets`; default `k`.
+        predict_head: the head whose sets ``predict``, :meth:`predict_sets` and the exports give: ``None``
+            (the method's set head), a head the method trains (``multilabel`` or ``softmax``), or
+            ``validation``: at each K, the head with the higher validation average-K accuracy at the
+            checkpoint's epoch (see :meth:`prediction_head`). Training and the logged metrics are unchanged.
 
     Example:
         >>> model = TwoHeadModule(num_classes=10, backbone="resnet18", k=2)
@@ -101,6 +105,7 @@ class TwoHeadModule(LightningModule):
         coverages: Sequence[float] = (0.9,),
         frequency_boundaries: tuple[int, int] = (20, 100),
         predict_k: float | None = None,
+        predict_head: str | None = None,
     ) -> None:
         super().__init__()
         check_module_arguments(
@@ -120,6 +125,9 @@ class TwoHeadModule(LightningModule):
         self.calibration = Calibration()
         self.test_results: dict[str, EvaluationResult] = {}  # per head, from the last `test`
 
+        if predict_head is not None:
+            check_choice("predict_head", predict_head, ("validation", *self.loss.trained_heads))
+        self.predict_head = predict_head
         self.network = TwoHeadNetwork(*self.build_backbone(), num_classes)
         trained, set_head = self.loss.trained_heads, self.loss.set_head
         for head in {"softmax", "multilabel"} - set(trained):
@@ -258,17 +266,39 @@ class TwoHeadModule(LightningModule):
             set_head = self.loss.set_head
             rank_zero_info(test_report(self.test_results, logged, self.eval_ks, self.k, set_head, self.coverages))
 
+    def prediction_head(self, k: float | None = None, argument: str = "predict_k") -> str:
+        """The head whose sets are predicted at `k` (default `predict_k`): see the `predict_head` argument.
+
+        With ``predict_head: validation``, the head of :attr:`evaluation_heads` with the higher validation
+        average-K accuracy at `k` (the set head on a tie), as recorded with the checkpoint's λ_K.
+
+        Example:
+            >>> model = TwoHeadModule(num_classes=5, k=2, predict_head="validation")
+            >>> model.calibration.average_k = {"multilabel": {2.0: 0.31}, "softmax": {2.0: 0.42}}
+            >>> model.calibration.accuracy = {"multilabel": {2.0: 0.90}, "softmax": {2.0: 0.93}}
+            >>> model.prediction_head(), TwoHeadModule(num_classes=5, k=2).prediction_head()
+            ('softmax', 'multilabel')
+        """
+        if self.predict_head is None:
+            return self.loss.set_head
+        if self.predict_head != "validation":
+            return self.predict_head
+        k = self.predict_k if k is None else float(k)
+        return self.calibration.better_head(self.evaluation_heads, k, argument)
+
     def calibrated_threshold(self, k: float | None = None, argument: str = "predict_k") -> float:
-        """The λ_K of the set head calibrated on validation for `k` (default `predict_k`).
+        """The λ_K of the :meth:`prediction_head` calibrated on validation for `k` (default `predict_k`).
 
         Raises an error naming `argument` and listing the calibrated K when `k` was not calibrated.
         """
-        return self.calibration.threshold(self.loss.set_head, self.predict_k if k is None else float(k), argument)
+        k = self.predict_k if k is None else float(k)
+        return self.calibration.threshold(self.prediction_head(k, argument), k, argument)
 
     def predict_step(self, batch: Batch | Sequence[Tensor] | Tensor, batch_idx: int) -> dict[str, Any]:
-        """Scores of the set head, the boolean set mask at K = `predict_k`, that K and its λ_K."""
+        """Scores of the :meth:`prediction_head`, the boolean set mask at K = `predict_k`, that K and its λ_K."""
         threshold = self.calibrated_threshold()
-        scores = self.network.scores(Batch.of(batch).images, [self.loss.set_head])[self.loss.set_head]
+        head = self.prediction_head()
+        scores = self.network.scores(Batch.of(batch).images, [head])[head]
         return {
             "scores": scores,
             "sets": average_k_sets(scores, threshold),
@@ -286,10 +316,11 @@ class TwoHeadModule(LightningModule):
         Example (with a trained model): ``model.predict_sets(images, k=3)`` -> ``[[4, 17], [8], ...]``.
         """
         threshold = self.calibrated_threshold(k)
+        head = self.prediction_head(k)
         was_training = self.training
         self.eval()
         try:
-            scores = self.network.scores(images.to(self.device), [self.loss.set_head])[self.loss.set_head]
+            scores = self.network.scores(images.to(self.device), [head])[head]
         finally:
             self.train(was_training)
         return ordered_sets(scores, threshold)

@@ -238,6 +238,66 @@ def test_exported_set_predictor_gives_the_sets_of_the_module(fitted, tmp_path):
         torch.testing.assert_close(scores, model(images)[1].sigmoid())
 
 
+def _validation_scores(model, datamodule):
+    """Each head's validation scores (softmax probabilities, sigmoid scores) and the labels, in eval mode."""
+    scores, targets = {"softmax": [], "multilabel": []}, []
+    with torch.no_grad():
+        for batch in datamodule.val_dataloader():
+            images, target = datamodule.on_after_batch_transfer(batch, 0)[:2]
+            for head, values in model.network.scores(images).items():
+                scores[head].append(values)
+            targets.append(target)
+    return {head: torch.cat(values).numpy() for head, values in scores.items()}, torch.cat(targets).numpy()
+
+
+def test_predict_head_validation_makes_the_sets_of_the_head_better_on_validation(fitted, tmp_path, capsys):
+    from avgk_lightning import TwoHeadModule
+    from avgk_lightning.export import load_set_predictor, main
+
+    root, cli = fitted
+    path = checkpoint_of(root)
+    model = TwoHeadModule.load_from_checkpoint(path, map_location="cpu", weights_only=False, predict_head="validation")
+    model.eval()
+    scores, target = _validation_scores(model, cli.datamodule)
+    images = cli.datamodule.test_dataset.tensors[0][:64]
+    for k in map(float, KS):
+        # each head's validation accuracy: numpy's count at the full-sort λ_K of that head's validation scores
+        accuracy = {
+            head: reference_set_metrics(values, target, reference_threshold(values, k))["avgk_acc"]
+            for head, values in scores.items()
+        }
+        for head, value in accuracy.items():
+            assert model.calibration.accuracy[head][k] == pytest.approx(value, abs=1e-6)
+        better = "softmax" if accuracy["softmax"] > accuracy["multilabel"] else "multilabel"
+        assert model.prediction_head(k) == better
+        with torch.no_grad():
+            test_scores = model.network.scores(images, [better])[better].numpy()
+        threshold = np.float32(model.calibration.average_k[better][k])
+        expected = [np.flatnonzero(row >= threshold).tolist() for row in test_scores]
+        assert [sorted(s) for s in model.predict_sets(images, k=k)] == expected
+    # whichever head validation prefers, the sets follow it: swap the recorded accuracies at K = 3
+    model.calibration.accuracy["softmax"][3.0], model.calibration.accuracy["multilabel"][3.0] = 1.0, 0.0
+    with torch.no_grad():
+        softmax_scores = model.network.scores(images, ["softmax"])["softmax"].numpy()
+    threshold = np.float32(model.calibration.average_k["softmax"][3.0])
+    assert [sorted(s) for s in model.predict_sets(images, k=3)] == [
+        np.flatnonzero(row >= threshold).tolist() for row in softmax_scores
+    ]
+
+    output = tmp_path / "predictor.pt"
+    main([str(path), f"--output={output}", "--k=1", "--head=validation", "--input-shape=3,16,16"])
+    predictor, metadata = load_set_predictor(output)
+    assert f"sets from the {model.prediction_head(1.0)} head" in capsys.readouterr().out
+    assert metadata["set_head"] == model.prediction_head(1.0)
+    _, sets = predictor(images)
+    assert [row.nonzero().flatten().tolist() for row in sets] == [sorted(s) for s in model.predict_sets(images, k=1)]
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(path), f"--output={tmp_path / 'other.pt'}", "--head=best"])
+    assert "Expected argument `predict_head` to be 'validation' or 'multilabel' or 'softmax', but got 'best'" in (
+        _single_error_line(exit_info, capsys)
+    )
+
+
 def test_onnx_export_runs_in_onnxruntime_with_the_scores_and_sets_of_the_module(fitted, tmp_path):
     import onnx
 

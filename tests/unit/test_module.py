@@ -176,3 +176,36 @@ def test_pretrained_without_network_says_how_to_pass_a_file(monkeypatch):
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)  # no network, without the wait
     with pytest.raises(ValueError, match="Cannot download the pretrained weights of 'resnet18'.*weights_path PATH"):
         TwoHeadModule(num_classes=5, backbone="resnet18", pretrained=True, k=2)
+
+
+def test_predict_head_names_its_choices_and_what_an_older_checkpoint_lacks():
+    from avgk_lightning.errors import InvalidInputError
+    from avgk_lightning.evaluation import Calibration
+
+    with pytest.raises(InvalidInputError, match="`predict_head` to be 'validation' or 'multilabel' or 'softmax'"):
+        TwoHeadModule(num_classes=5, k=2, predict_head="both")
+    with pytest.raises(InvalidInputError, match="`predict_head` to be 'validation' or 'softmax', but got 'multilabel'"):
+        TwoHeadModule(num_classes=5, k=2, method="softmax", predict_head="multilabel")  # a head it does not train
+    model = TwoHeadModule(num_classes=5, k=2, predict_head="validation")
+    images = torch.randn(3, 3, 32, 32)
+    with pytest.raises(InvalidInputError, match="No calibrated average-K thresholds"):
+        model.predict_sets(images)
+    # a checkpoint written before the validation accuracies were recorded: its thresholds only
+    state = {"thresholds": {"multilabel": {2.0: 0.5}, "softmax": {2.0: 0.2}}}
+    model.calibration.load_state_dict(state)
+    assert model.calibration.accuracy == {} and model.calibration.state_dict()["validation_accuracy"] == {}
+    lacking = "no validation average-K accuracy of the multilabel, softmax head at K=2"
+    with pytest.raises(InvalidInputError, match=lacking):
+        model.predict_sets(images)
+    model.predict_head = "softmax"  # what the message says to do
+    with torch.no_grad():
+        expected = (model.eval().network.scores(images, ["softmax"])["softmax"] >= 0.2).tolist()
+    expected_sets = [[j for j, kept in enumerate(row) if kept] for row in expected]
+    assert [sorted(s) for s in model.predict_sets(images)] == expected_sets
+    calibration = Calibration()
+    calibration.load_state_dict(
+        {**state, "validation_accuracy": {"multilabel": {2.0: 0.7}, "softmax": {2.0: 0.7}}}
+    )
+    assert calibration.better_head(["multilabel", "softmax"], 2) == "multilabel"  # a tie keeps the set head
+    with pytest.raises(InvalidInputError, match="K=3 \\(argument `k`\\) was not calibrated"):
+        calibration.better_head(["multilabel", "softmax"], 3, argument="k")
