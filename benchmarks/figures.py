@@ -3,14 +3,17 @@
 Usage:
     python benchmarks/figures.py noise RESULTS.json OUT.png [--label two_head] [--checkpoint best]
     python benchmarks/figures.py grid RESULTS.json OUT.png [--checkpoints best,last]
+    python benchmarks/figures.py memorisation RESULTS.json OUT.png [--label two_head] [--checkpoint last]
 
 ``noise``: the paired difference (a row of the comparison minus softmax thresholding, same seed and data)
 of test average-K accuracy against the label-noise rate of each ``noise=...`` setting, one line (the mean
 over seeds) per K and each seed a dot. ``grid``: one row per setting, one column per comparison with
 softmax and checkpoint, each cell coloured by the mean paired difference and labelled with it, the
 wins / ties / losses over seeds and the verdict where the 95% paired t-interval excludes 0; the same
-numbers are printed as a Markdown table. Both read
-a ``.json`` that ``benchmarks/compare.py`` wrote (or its run journal); nothing is trained. A figure is never written over an existing file.
+numbers are printed as a Markdown table. ``memorisation``: per seed of every setting, the paired
+difference against how far the softmax baseline fits its noisy training labels (its top-1 accuracy on
+them in the last epoch). All read a ``.json`` that ``benchmarks/compare.py`` wrote (or its run
+journal); nothing is trained. A figure is never written over an existing file.
 """
 
 from __future__ import annotations
@@ -124,6 +127,42 @@ def _signs(differences: Sequence[float]) -> str:
     return f"{wins}/{len(differences) - wins - losses}/{losses}"
 
 
+def memorisation_points(
+    runs: Sequence[dict], settings: Sequence[str], label: str, checkpoint: str
+) -> dict[str, list[tuple[float, float]]]:
+    """Per setting, per seed: (softmax's top-1 accuracy on its noisy training labels in its last epoch, test
+    average-K accuracy of `label` minus softmax's at `checkpoint`, at the K `label` was trained for)."""
+    points: dict[str, list[tuple[float, float]]] = {}
+    for setting in settings:
+        rows = {
+            name: {run["seed"]: run for run in runs if run["setting"] == setting and run["label"] == name}
+            for name in ("softmax", label)
+        }
+        for seed in sorted(set(rows["softmax"]) & set(rows[label])):
+            softmax, other = rows["softmax"][seed], rows[label][seed]
+            name = f"{SET_PREFIX}avgk_acc@{format_k(other['k'])}"
+            gain = other["results"][checkpoint][name] - softmax["results"][checkpoint][name]
+            points.setdefault(setting, []).append((softmax["train_top1_acc"][-1], gain))
+    return points
+
+
+def plot_memorisation(points: dict[str, list[tuple[float, float]]], title: str) -> Any:
+    figure, axes = plt.subplots(figsize=(6.4, 4.2))
+    markers = "os^vD<>pPX*h"
+    for index, (setting, values) in enumerate(points.items()):
+        axes.plot(
+            [x for x, _ in values], [y for _, y in values], markers[index % len(markers)],
+            color=f"C{index % 10}", label=setting or "config", alpha=0.8,
+        )  # fmt: skip
+    axes.axhline(0.0, color="black", linewidth=0.8)
+    axes.set_xlabel("softmax baseline: top-1 on its noisy training labels, last epoch")
+    axes.set_ylabel("test average-K accuracy: two-head − softmax")
+    axes.set_title(title, fontsize=10)
+    axes.legend(fontsize=6)
+    figure.tight_layout()
+    return figure
+
+
 def grid_markdown(
     settings: Sequence[str], titles: Sequence[str], cells: Sequence[Sequence[list[float] | None]]
 ) -> str:
@@ -176,12 +215,14 @@ def plot_grid(settings: Sequence[str], titles: Sequence[str], cells: Sequence[Se
 
 def main(argv: Sequence[str] | None = None) -> Path:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("kind", choices=("noise", "grid"))
+    parser.add_argument("kind", choices=("noise", "grid", "memorisation"))
     parser.add_argument("results", type=Path, help="a .json written by compare.py, or its .runs.jsonl journal")
     parser.add_argument("out", type=Path, help="the PNG file to write (never overwritten)")
-    parser.add_argument("--label", default="two_head", help="noise: the row compared with softmax")
+    parser.add_argument("--label", default="two_head", help="noise, memorisation: the row compared with softmax")
     parser.add_argument("--head", default="set", choices=sorted(HEAD_PREFIXES), help="noise: that row's head")
-    parser.add_argument("--checkpoint", default="best", choices=("best", "last"), help="noise: the checkpoint")
+    parser.add_argument(
+        "--checkpoint", default="best", choices=("best", "last"), help="noise, memorisation: the checkpoint"
+    )
     parser.add_argument("--checkpoints", default="best,last", help="grid: the checkpoints, comma-separated")
     args = parser.parse_args(argv)
     if not args.results.is_file():
@@ -194,6 +235,11 @@ def main(argv: Sequence[str] | None = None) -> Path:
         if not any(curves.values()):
             parser.error(f"{args.results} has no paired {args.label} and softmax runs in noise=... settings")
         figure = plot_noise(curves, f"{args.results.name}, {args.checkpoint} checkpoint, each dot a seed")
+    elif args.kind == "memorisation":
+        points = memorisation_points(runs, settings, args.label, args.checkpoint)
+        if not points:
+            parser.error(f"{args.results} has no paired {args.label} and softmax runs")
+        figure = plot_memorisation(points, f"{args.label} − softmax, {args.checkpoint} checkpoint, each dot a seed")
     else:
         titles, cells = grid_cells(runs, settings, args.checkpoints.split(","))
         figure = plot_grid(settings, titles, cells)

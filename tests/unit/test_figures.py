@@ -78,3 +78,15 @@ def test_grid_cells_hold_each_setting_and_column_and_the_files_are_never_overwri
     noise = tmp_path / "noise.png"
     figures.main(["noise", str(journal), str(noise), "--head", "chosen"])
     assert noise.read_bytes().startswith(b"\x89PNG")
+
+
+def test_memorisation_points_pair_each_seed_with_the_baselines_training_fit():
+    runs = _runs()
+    for run in runs:
+        if run["label"] == "softmax":
+            run["train_top1_acc"] = [0.5, 0.6 + 0.1 * run["seed"]]
+    points = figures.memorisation_points(runs, ["noise=0.4", "noise=0"], "two_head", "last")
+    assert list(points) == ["noise=0.4", "noise=0"]
+    flat = {setting: [value for point in values for value in point] for setting, values in points.items()}
+    assert flat["noise=0.4"] == pytest.approx([0.6, 0.04, 0.7, 0.05, 0.8, 0.06])
+    assert flat["noise=0"] == pytest.approx([0.6, 0.0, 0.7, 0.01, 0.8, 0.02])
