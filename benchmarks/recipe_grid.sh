@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The recipe grid of docs/reproduce.md: softmax thresholding against the two-head loss (BCE summed and
-# averaged over classes) on Fashion-MNIST, noise 0.4, K = 2, 3 paired seeds, each factor of the recipe
+# The recipe grid of docs/reproduce.md: softmax thresholding against the two-head loss (BCE summed over
+# the C = 10 classes with mu 1, averaged (mu 1/C in effect), and summed with mu 1/sqrt(C)) on Fashion-MNIST, noise 0.4, K = 2, 3 paired seeds, each factor of the recipe
 # varied in its own setting. Resumable: run it again after an interruption and the runs already in
 # benchmarks/results/recipe_grid.runs.jsonl are not repeated; the tables are rewritten after every run.
 #   bash benchmarks/recipe_grid.sh            (needs: apt-get install dataset-fashion-mnist)
@@ -12,6 +12,7 @@ exec "${PYTHON:-.venv/bin/python}" benchmarks/compare.py --config configs/fashio
     --seed-args data.init_args.split_seed,data.init_args.noise_seed,data.init_args.imbalance_seed \
     --set data.init_args.noise=0.4 \
     --variant 'bce_mean=two_head model.init_args.loss_options={"bce_reduction":"mean"}' \
+    --variant 'bce_sqrt_c=two_head model.init_args.mu=0.3162' \
     --setting 'data.init_args.augment=true' \
     --setting 'data.init_args.augment=false' \
     --setting 'data.init_args.augment=true model.init_args.backbone=small_resnet' \
