@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# The recipe grid of docs/reproduce.md: softmax thresholding against the two-head loss (BCE summed over
-# the C = 10 classes with mu 1, averaged (mu 1/C in effect), and summed with mu 1/sqrt(C)) on Fashion-MNIST, noise 0.4, K = 2, 3 paired seeds, each factor of the recipe
-# varied in its own setting. Resumable: run it again after an interruption and the runs already in
+# The recipe grid of docs/reproduce.md: softmax thresholding against the two-head loss (the BCE summed
+# over the C = 10 classes with mu 1; averaged, i.e. mu 1/C in effect; summed with mu 1/sqrt(C)) on
+# Fashion-MNIST, noise 0.4, K = 2, 3 paired seeds, each factor of the recipe varied in its own setting. Resumable: run it again after an interruption and the runs already in
 # benchmarks/results/recipe_grid.runs.jsonl are not repeated; the tables are rewritten after every run.
 #   bash benchmarks/recipe_grid.sh            (needs: apt-get install dataset-fashion-mnist)
 set -euo pipefail
