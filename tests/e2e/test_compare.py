@@ -53,9 +53,22 @@ def test_compare_trains_one_model_per_k_and_tests_both_checkpoints_end_to_end(tm
     assert set(accuracy) == {
         "two_head (one model per K)",
         "two_head, its softmax head (one model per K)",
+        "two_head, the head better on validation (one model per K)",
         "softmax (one model, at every K)",
         "Bayes oracle",
     }
+    for run in raw:  # every epoch's validation accuracy of each head, the last one that of the last checkpoint
+        assert len(run["epoch_metrics"]) == 2
+        name = f"val/avgk_acc@{run['k']:g}"
+        heads = [name, name.replace("val/", "val/softmax/")] if run["label"] == "two_head" else [name]
+        assert all(0 <= epoch[head] <= 1 for epoch in run["epoch_metrics"] for head in heads)
+    for k in (1.5, 2.0):  # the row of the head better on validation holds that head's test accuracy
+        run = next(run for run in raw if run["label"] == "two_head" and run["k"] == k)
+        validation = run["epoch_metrics"][run["epochs"]["best"]]
+        name = f"avgk_acc@{k:g}"
+        better = "test/softmax/" if validation[f"val/softmax/{name}"] > validation[f"val/{name}"] else "test/"
+        chosen = accuracy["two_head, the head better on validation (one model per K)"][(1.5, 2.0).index(k)]
+        assert float(chosen) == pytest.approx(run["results"]["best"][better + name], abs=6e-5)
     two_head = {run["k"]: run for run in raw if run["label"] == "two_head"}
     softmax = next(run for run in raw if run["label"] == "softmax")
     for column, k in enumerate((1.5, 2.0)):
@@ -72,7 +85,8 @@ def test_compare_refuses_to_overwrite_and_unknown_methods(tmp_path):
     existing = tmp_path / "table.md"
     existing.write_text("mine")
     code, output = run_process_group([sys.executable, "benchmarks/compare.py", f"--out={existing}"], timeout=120)
-    assert code == 2 and "exists (or its .json): pass a new file name" in output and existing.read_text() == "mine"
+    assert code == 2 and "exists (or its .json) without the run journal table.runs.jsonl" in output
+    assert existing.read_text() == "mine"
     code, output = run_process_group([sys.executable, "benchmarks/compare.py", "--methods=two_head,nope"], timeout=120)
     assert code == 2 and "unknown method(s) nope (argument --methods)" in output
     code, output = run_process_group([sys.executable, "benchmarks/compare.py", "--variant=x=nope a=1"], timeout=120)
