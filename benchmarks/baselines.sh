@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# The weakly supervised baselines of the paper (AN, AN-LS, WAN, EPR, ROLE, EM: one sigmoid head, the
+# observed label as the single positive, their official code's reduction: the loss averaged over batch
+# and classes) against softmax thresholding and the two-head loss, on the base Fashion-MNIST recipe
+# (configs/fashion_mnist_two_head.yaml, noise 0.4, K = 2, 3 paired seeds, best and last checkpoints).
+# Resumable: run it again after an interruption (benchmarks/results/fashion_mnist_baselines.runs.jsonl).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+exec "${PYTHON:-.venv/bin/python}" benchmarks/compare.py --config configs/fashion_mnist_two_head.yaml \
+    --methods softmax,two_head,an,an_ls,wan,epr,role,em --per-k 2 --seeds 3 --max-epochs 30 \
+    --checkpoints best,last \
+    --seed-args data.init_args.split_seed,data.init_args.noise_seed,data.init_args.imbalance_seed \
+    --set data.init_args.noise=0.4 \
+    --out benchmarks/results/fashion_mnist_baselines.md "$@"
