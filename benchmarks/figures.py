@@ -111,6 +111,7 @@ def grid_cells(
         f"{label}{', head chosen on val.' if head == 'chosen' else ''}\nK={format_k(k)}, {checkpoint}"
         for label, head, k, checkpoint in columns
     ]
+
     cells = [
         [
             paired_differences(runs, setting, label, HEAD_PREFIXES[head], "softmax", "avgk_acc", k, checkpoint)
@@ -197,7 +198,7 @@ def plot_noise(curves: dict[float, list[tuple[float, list[float]]]], title: str)
 def plot_grid(settings: Sequence[str], titles: Sequence[str], cells: Sequence[Sequence[list[float] | None]]) -> Any:
     means = [[float("nan") if c is None else sum(c) / len(c) for c in row] for row in cells]
     bound = max([abs(value) for row in means for value in row if value == value] + [0.01])
-    figure, axes = plt.subplots(figsize=(1.6 + 1.25 * len(titles), 0.9 + 0.42 * len(settings)))
+    figure, axes = plt.subplots(figsize=(2.5 + 0.95 * len(titles), 2.2 + 0.42 * len(settings)))
     image = axes.imshow(means, cmap="RdBu", vmin=-bound, vmax=bound, aspect="auto")
     for row, row_cells in enumerate(cells):
         for column, differences in enumerate(row_cells):
@@ -205,7 +206,7 @@ def plot_grid(settings: Sequence[str], titles: Sequence[str], cells: Sequence[Se
                 verdict = paired_verdict(differences)
                 text = f"{means[row][column]:+.3f}\n{_signs(differences)}" + ("" if verdict == "tie" else f" {verdict}")
                 axes.text(column, row, text, ha="center", va="center", fontsize=7)
-    axes.set_xticks(range(len(titles)), titles, fontsize=7)
+    axes.set_xticks(range(len(titles)), titles, fontsize=7, rotation=35, ha="left", rotation_mode="anchor")
     axes.set_yticks(range(len(settings)), [setting or "config" for setting in settings], fontsize=7)
     axes.xaxis.tick_top()
     figure.colorbar(image, ax=axes, label="minus softmax (mean)")
@@ -241,6 +242,7 @@ def main(argv: Sequence[str] | None = None) -> Path:
             parser.error(f"{args.results} has no paired {args.label} and softmax runs")
         figure = plot_memorisation(points, f"{args.label} − softmax, {args.checkpoint} checkpoint, each dot a seed")
     else:
+        settings = [setting for setting in settings if any(run["setting"] == setting for run in runs)]
         titles, cells = grid_cells(runs, settings, args.checkpoints.split(","))
         figure = plot_grid(settings, titles, cells)
         print(grid_markdown(settings, titles, cells))
