@@ -164,17 +164,37 @@ def plot_memorisation(points: dict[str, list[tuple[float, float]]], title: str) 
     return figure
 
 
+def softmax_summary(runs: Sequence[dict], setting: str, k: float = 2.0) -> str:
+    """Softmax thresholding in `setting`: mean test average-K accuracy at K = `k`, best / last checkpoint,
+    and its mean top-1 on the noisy training labels in the last epoch ("-" without softmax runs)."""
+    own = [run for run in runs if run["setting"] == setting and run["label"] == "softmax"]
+    if not own:
+        return "- | -"
+    name = f"{SET_PREFIX}avgk_acc@{format_k(k)}"
+    accuracy = {c: sum(run["results"][c][name] for run in own) / len(own) for c in ("best", "last")}
+    fit = sum(run["train_top1_acc"][-1] for run in own) / len(own)
+    return f"{accuracy['best']:.4f} / {accuracy['last']:.4f} | {fit:.3f}"
+
+
 def grid_markdown(
-    settings: Sequence[str], titles: Sequence[str], cells: Sequence[Sequence[list[float] | None]]
+    settings: Sequence[str],
+    titles: Sequence[str],
+    cells: Sequence[Sequence[list[float] | None]],
+    runs: Sequence[dict] | None = None,
 ) -> str:
-    """The heat map's numbers as a Markdown table: per cell the mean paired difference, seeds' W/T/L, verdict."""
-    header = "| setting | " + " | ".join(title.replace("\n", ", ") for title in titles) + " |"
-    lines = [header, "|---" * (len(titles) + 1) + "|"]
+    """The heat map's numbers as a Markdown table: per cell the mean paired difference, seeds' W/T/L, verdict
+    (bold for a win or a loss); with `runs`, softmax's own accuracy and fit of its training labels first."""
+    extra = ["softmax: best / last", "softmax train top-1, last epoch"] if runs is not None else []
+    header = "| setting | " + " | ".join([*extra, *(title.replace("\n", ", ") for title in titles)]) + " |"
+    lines = [header, "|---" * (len(titles) + len(extra) + 1) + "|"]
     for setting, row in zip(settings, cells):
-        texts = [
-            "-" if not d else f"{sum(d) / len(d):+.4f} ({_signs(d)}) {paired_verdict(d)}" for d in row
-        ]
-        lines.append(f"| {setting or 'config'} | " + " | ".join(texts) + " |")
+        texts = []
+        for d in row:
+            verdict = "" if not d else paired_verdict(d)
+            text = "-" if not d else f"{sum(d) / len(d):+.4f} ({_signs(d)}) {verdict}"
+            texts.append(f"**{text}**" if verdict in ("win", "loss") else text)
+        first = [softmax_summary(runs, setting)] if runs is not None else []
+        lines.append(f"| {setting or 'config'} | " + " | ".join([*first, *texts]) + " |")
     return "\n".join(lines)
 
 
@@ -245,7 +265,7 @@ def main(argv: Sequence[str] | None = None) -> Path:
         settings = [setting for setting in settings if any(run["setting"] == setting for run in runs)]
         titles, cells = grid_cells(runs, settings, args.checkpoints.split(","))
         figure = plot_grid(settings, titles, cells)
-        print(grid_markdown(settings, titles, cells))
+        print(grid_markdown(settings, titles, cells, runs))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(args.out, dpi=130)
     plt.close(figure)

@@ -67,9 +67,11 @@ def test_grid_cells_hold_each_setting_and_column_and_the_files_are_never_overwri
     )
     # 0.02, 0.03, 0.04: mean 0.03, half-width 4.303 * 0.01 / sqrt(3) = 0.0248: a win; with the chosen head a tie
     assert table[4] == (
-        "| noise=0.2 imbalance=20 | +0.0300 (3/0/0) win | +0.0300 (3/0/0) win | +0.0200 (2/0/1) tie "
+        "| noise=0.2 imbalance=20 | **+0.0300 (3/0/0) win** | **+0.0300 (3/0/0) win** | +0.0200 (2/0/1) tie "
         "| +0.0200 (2/0/1) tie |"
     )
+    with_softmax = figures.grid_markdown(settings, titles, cells, runs).splitlines()
+    assert with_softmax[2].startswith("| noise=0.4 | 0.8000 / 0.8000 | 0.500 | **+0.0500 (3/0/0) win** |")
     out = tmp_path / "figures" / "grid.png"
     assert figures.main(["grid", str(journal), str(out)]) == out
     assert out.read_bytes().startswith(b"\x89PNG")
