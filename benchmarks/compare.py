@@ -604,6 +604,13 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--checkpoints", default="best", help="comma-separated: best, last")
     parser.add_argument("--jobs", type=int, default=1, help="trainings at a time (each on cores/jobs threads)")
+    parser.add_argument(
+        "--order",
+        choices=("cell", "breadth"),
+        default="cell",
+        help="cell: every run of a setting before the next; breadth: seed by seed, the methods of every setting "
+        "before the variants, so that a long study gives a first paired seed of every cell early",
+    )
     parser.add_argument("--out", default=None, help="Markdown file to write (never overwritten); raw results in .json")
     parser.add_argument(
         "--from-json", default=None, metavar="FILE.json", help="render the tables of saved runs (no training)"
@@ -667,6 +674,9 @@ def _jobs(args: argparse.Namespace) -> list[Job]:
                 for seed in range(args.seeds):
                     seeded = tuple(f"{key}={seed}" for key in args.seed_args)
                     jobs.append(Job(_setting_label(setting), row, seed, k, tuple(args.set) + seeded + setting))
+    if args.order == "breadth":
+        variants = set(args.rows[len(args.methods) :])
+        jobs.sort(key=lambda job: (job.seed, job.row in variants))
     return jobs
 
 

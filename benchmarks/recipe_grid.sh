@@ -28,4 +28,4 @@ exec "${PYTHON:-.venv/bin/python}" benchmarks/compare.py --config configs/fashio
     --setting 'data.init_args.augment=true trainer.max_epochs=60' \
     --setting 'data.init_args.augment=true data.init_args.train_size=30000' \
     --setting 'data.init_args.augment=false data.init_args.train_size=30000' \
-    --out benchmarks/results/recipe_grid.md "$@"
+    --order breadth --out benchmarks/results/recipe_grid.md "$@"

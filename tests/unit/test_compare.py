@@ -122,3 +122,24 @@ def test_a_cell_is_won_or_lost_only_when_the_paired_t_interval_excludes_zero():
     # five seeds: t = 2.776, std 0.0158, half-width 0.0196 against a mean of 0.02
     assert compare.paired_verdict([0.0, 0.01, 0.02, 0.03, 0.04]) == "win"
     assert compare.paired_verdict([0.05]) == "tie"  # one seed decides nothing
+
+
+def test_breadth_order_plans_the_same_runs_seed_by_seed_with_the_methods_before_the_variants(tmp_path):
+    compare = _compare()
+    argv = [
+        "--methods", "softmax,two_head", "--seeds", "2",
+        "--variant", "mean=two_head model.init_args.mu=0.1",
+        "--setting", "a=1", "--setting", "a=2",
+    ]  # fmt: skip
+    by_cell = compare._jobs(compare._parse_args(argv))
+    breadth = compare._jobs(compare._parse_args([*argv, "--order", "breadth"]))
+    assert sorted(map(repr, by_cell)) == sorted(map(repr, breadth))
+    assert [(job.setting, job.row.label, job.seed) for job in by_cell[:3]] == [
+        ("a=1", "softmax", 0), ("a=1", "softmax", 1), ("a=1", "two_head", 0),
+    ]  # fmt: skip
+    assert [(job.seed, job.setting, job.row.label) for job in breadth] == [
+        (0, "a=1", "softmax"), (0, "a=1", "two_head"), (0, "a=2", "softmax"), (0, "a=2", "two_head"),
+        (0, "a=1", "mean"), (0, "a=2", "mean"),
+        (1, "a=1", "softmax"), (1, "a=1", "two_head"), (1, "a=2", "softmax"), (1, "a=2", "two_head"),
+        (1, "a=1", "mean"), (1, "a=2", "mean"),
+    ]  # fmt: skip
