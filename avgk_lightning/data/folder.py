@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from torch import Tensor
 from torch.utils.data import Dataset
 from torchvision import transforms as T
@@ -16,6 +17,7 @@ from torchvision import transforms as T
 from avgk_lightning.checks import check_choice, check_integer
 from avgk_lightning.data.base import AverageKDataModule
 from avgk_lightning.data.decode import ResizeCrop, read_rgb
+from avgk_lightning.data.image_scan import scan_images
 from avgk_lightning.errors import InvalidInputError, MissingFileError
 
 __all__ = [
@@ -67,6 +69,9 @@ class ImageFileDataset(Dataset):
     """(image, label) pairs read from files; with ``labels=None`` items are (image,) (prediction).
 
     `draft_size`: decode JPEGs at a reduced scale that keeps the shorter side >= it (see :func:`read_rgb`).
+    `skip_corrupt`: an image that cannot be read (one that broke after the set-up scan) is replaced by the
+    next readable image of the dataset, with a warning naming it; :attr:`replaced` counts them, across
+    data-loading workers. Without it, the error names the file.
     """
 
     def __init__(
@@ -75,17 +80,42 @@ class ImageFileDataset(Dataset):
         labels: Sequence[int] | None,
         transform: Callable,
         draft_size: int | None = None,
+        skip_corrupt: bool = False,
     ) -> None:
         self.paths = list(paths)
         self.labels = None if labels is None else torch.as_tensor(labels, dtype=torch.long)
         self.transform = transform
         self.draft_size = draft_size
+        self.skip_corrupt = skip_corrupt
+        self._replaced = torch.zeros((), dtype=torch.long).share_memory_()  # the workers add to it
+
+    @property
+    def replaced(self) -> int:
+        """How many reads of an unreadable image were replaced by the next image (``skip_corrupt``)."""
+        return int(self._replaced)
 
     def __len__(self) -> int:
         return len(self.paths)
 
+    def _read(self, index: int) -> tuple[int, Image.Image]:
+        for offset in range(len(self.paths)):
+            candidate = (index + offset) % len(self.paths)
+            try:
+                return candidate, read_rgb(self.paths[candidate], self.draft_size)
+            except InvalidInputError as error:
+                if not self.skip_corrupt:
+                    raise
+                self._replaced += 1
+                warnings.warn(
+                    f"skip_corrupt: {self.paths[candidate]} became unreadable after the set-up scan "
+                    f"({error.__cause__}); replaced by the next image of the split",
+                    stacklevel=2,
+                )
+        raise InvalidInputError(f"skip_corrupt: every image of the split is unreadable, e.g. {self.paths[index]}")
+
     def __getitem__(self, index: int) -> tuple[Tensor] | tuple[Tensor, Tensor]:
-        image = self.transform(read_rgb(self.paths[index], self.draft_size))
+        index, image = self._read(index)
+        image = self.transform(image)
         return (image,) if self.labels is None else (image, self.labels[index])
 
 
@@ -120,8 +150,11 @@ class ImageFolderDataModule(AverageKDataModule):
         resize_size: side the shorter edge is resized to before cropping.
         transforms_from_model: a timm model name whose data config replaces the reference transforms.
         predict_dir: a folder of images (searched recursively) for ``predict``; default the test split.
-        skip_corrupt: check every image at set-up and skip the unreadable ones, logging each and the
-            count (default: an unreadable image stops the run with its path).
+        skip_corrupt: decode every image at set-up (on threads; results remembered in
+            ``data_dir/.avgk_image_scan.json``, so that only new or changed files are decoded again) and
+            skip the unreadable ones (truncated, empty, not an image), naming each and the count; an image
+            that breaks later is replaced by the next one and named. Default: an unreadable image stops
+            the run with its path.
         decode: ``"draft"``: JPEGs decoded at a reduced scale (shorter side >= `resize_size`), then
             resized; ``"pil"``: every image decoded in full.
         uint8_batches: uint8 crops in the batches, converted and normalised on the device; False:
@@ -274,28 +307,30 @@ class ImageFolderDataModule(AverageKDataModule):
         if split not in self._samples:
             paths, labels = self._list_split(split)
             if self.skip_corrupt:
-                paths, labels = self._drop_corrupt(split, paths, labels)
+                readable = self._readable(paths, self.data_dir, f"the {split} split")
+                labels = [label for path, label in zip(paths, labels) if path in readable]
+                paths = [path for path in paths if path in readable]
             self._samples[split] = (paths, labels)
         return self._samples[split]
 
     @staticmethod
-    def _drop_corrupt(split: str, paths: list[Path], labels: list[int]) -> tuple[list[Path], list[int]]:
-        kept_paths, kept_labels, skipped = [], [], 0
-        for path, label in zip(paths, labels):
-            try:
-                with Image.open(path) as image:
-                    image.verify()
-            except (OSError, UnidentifiedImageError, ValueError) as error:
-                skipped += 1
-                rank_zero_warn(f"skip_corrupt: skipping unreadable image {path} ({error})")
-                continue
-            kept_paths.append(path)
-            kept_labels.append(label)
-        if skipped:
-            rank_zero_info(f"skip_corrupt: skipped {skipped} of {len(paths)} images in the {split} split")
-        if not kept_paths:
-            raise InvalidInputError(f"Empty split: every image of the {split} split is unreadable")
-        return kept_paths, kept_labels
+    def _readable(paths: list[Path], root: Path, what: str) -> set[Path]:
+        """The images of `paths` that decode (:func:`~avgk_lightning.data.image_scan.scan_images`); the others named."""
+        scan = scan_images(paths, root)
+        rank_zero_info(scan.summary(what))
+        for path, error in scan.unreadable.items():
+            rank_zero_warn(f"skip_corrupt: skipping unreadable image {path} ({error})")
+        if scan.unreadable:
+            rank_zero_info(f"skip_corrupt: skipped {len(scan.unreadable)} of {len(paths)} images in {what}")
+        if len(scan.unreadable) == len(paths):
+            raise InvalidInputError(f"Empty split: every image of {what} is unreadable, e.g. {paths[0]}")
+        return set(paths) - set(scan.unreadable)
+
+    def prepare_data(self) -> None:
+        """With ``skip_corrupt``, scan the splits once per machine (the other processes read the scan's cache)."""
+        if self.skip_corrupt:
+            for split in SPLITS:
+                self._split_samples(split)
 
     @property
     def draft_size(self) -> int | None:
@@ -305,7 +340,7 @@ class ImageFolderDataModule(AverageKDataModule):
 
     def _dataset(self, split: str, transform: Callable) -> ImageFileDataset:
         paths, labels = self._split_samples(split)
-        return ImageFileDataset(paths, labels, transform, self.draft_size)
+        return ImageFileDataset(paths, labels, transform, self.draft_size, self.skip_corrupt)
 
     def setup(self, stage: str | None = None) -> None:
         if stage in (None, "fit"):
@@ -315,9 +350,23 @@ class ImageFolderDataModule(AverageKDataModule):
         if stage in (None, "test", "predict"):
             self.test_dataset = self._dataset("test", self.eval_transform)
         if stage in (None, "predict") and self.predict_dir is not None:
+            paths = list_images(self.predict_dir)
+            if self.skip_corrupt:
+                readable = self._readable(paths, self.predict_dir, f"the predict folder {self.predict_dir}")
+                paths = [path for path in paths if path in readable]
             self.predict_dataset = ImageFileDataset(
-                list_images(self.predict_dir), None, self.eval_transform, self.draft_size
+                paths, None, self.eval_transform, self.draft_size, self.skip_corrupt
             )
+
+    def teardown(self, stage: str) -> None:
+        """Report the images that broke during the run and were replaced (``skip_corrupt``)."""
+        datasets = (self.train_dataset, self.val_dataset, self.test_dataset, self.predict_dataset)
+        for name, dataset in zip(("train", "val", "test", "predict"), datasets):
+            if isinstance(dataset, ImageFileDataset) and dataset.replaced:
+                rank_zero_warn(
+                    f"skip_corrupt: {dataset.replaced} read(s) of unreadable images in the {name} split were replaced "
+                    "by the next image (each named in a warning above): replace those files or scan again"
+                )
 
     def prepare_images(self, images: Tensor, augment: bool = False) -> Tensor:
         """uint8 crops of the ``uint8_batches`` datasets -> :func:`imagenet_normalize` (they were cropped on the CPU)."""

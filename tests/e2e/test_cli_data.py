@@ -177,3 +177,28 @@ def test_a_data_mistake_ends_with_one_line_and_status_2_from_train_py(tmp_path, 
         f"{tmp_path / 'flowers' / 'train'}. Class indices come from the training split: add training images for it "
         "or remove the folder."
     )
+
+
+@pytest.mark.slow
+def test_a_truncated_download_with_skip_corrupt_trains_and_tests_from_train_py(tmp_path, run_root):
+    classes = {"rose": 3, "daisy": 3, "tulip": 2}
+    flowers = write_image_folder(tmp_path / "flowers", {split: classes for split in ("train", "val", "test")})
+    truncated = flowers / "train" / "rose" / "rose_1.jpg"
+    truncated.write_bytes(truncated.read_bytes()[:-200])  # an interrupted download: the headers are whole
+    common = [
+        *cli_args(num_workers=2),
+        "--data=avgk_lightning.data.ImageFolderDataModule",
+        f"--data.init_args.data_dir={flowers}",
+        "--data.init_args.image_size=32",
+        "--data.init_args.resize_size=36",
+        "--data.init_args.batch_size=2",
+        "--data.init_args.skip_corrupt=true",
+        f"--trainer.default_root_dir={run_root}",
+    ]
+    code, output = train_py("fit", *common)
+    assert code == 0, output[-3000:]
+    assert f"skipping unreadable image {truncated} (image file is truncated" in output
+    assert "skip_corrupt: the train split: decoded 8 image(s)" in output
+    code, output = train_py("test", *common, f"--ckpt_path={checkpoint_of(run_root)}")  # the scan is remembered
+    assert code == 0, output[-3000:]
+    assert "skip_corrupt: the test split: decoded 0 image(s)" in output and "8 unchanged since the last scan" in output

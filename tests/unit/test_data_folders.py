@@ -141,3 +141,57 @@ def test_a_last_training_batch_of_one_sample_is_left_to_the_next_shuffle(tmp_pat
     data.batch_size = 3  # 5 = 3 + 2: nothing dropped
     assert [len(batch[1]) for batch in data.train_dataloader()] == [3, 2]
     assert sum(len(batch[1]) for batch in data.val_dataloader()) == 1  # evaluation never drops
+
+
+def _corrupt_three(root):
+    """The corruptions users meet: an interrupted download, an empty file, a non-image with an image suffix."""
+    truncated = root / "train" / "rose" / "rose_0.jpg"
+    truncated.write_bytes(truncated.read_bytes()[: truncated.stat().st_size // 2])
+    (root / "train" / "daisy" / "empty.jpg").write_bytes(b"")
+    (root / "val" / "rose" / "notes.png").write_text("a text file with an image suffix")
+    return {truncated, root / "train" / "daisy" / "empty.jpg", root / "val" / "rose" / "notes.png"}
+
+
+def test_skip_corrupt_finds_truncated_empty_and_non_images_by_decoding_them(tmp_path):
+    write_image_folder(tmp_path, COUNTS)
+    bad = _corrupt_three(tmp_path)
+    data = _folder(tmp_path, skip_corrupt=True)
+    with pytest.warns(UserWarning, match="skipping unreadable image .*rose_0.jpg"):
+        data.setup("fit")
+    used = set(data.train_dataset.paths + data.val_dataset.paths)
+    assert not used & bad and len(used) == 6 - 1 + 2  # the train and val images, minus the truncated one
+    for dataset in (data.train_dataset, data.val_dataset):  # every image left decodes, none is replaced
+        assert len([dataset[index] for index in range(len(dataset))]) == len(dataset) and dataset.replaced == 0
+
+
+def test_the_scan_is_cached_beside_the_data_and_redone_for_changed_files(tmp_path, monkeypatch):
+    from avgk_lightning.data import image_scan
+
+    write_image_folder(tmp_path, COUNTS)
+    _corrupt_three(tmp_path)
+    decoded = []
+    real = image_scan.decode_error
+    monkeypatch.setattr(image_scan, "decode_error", lambda path: decoded.append(path.name) or real(path))
+    with pytest.warns(UserWarning):
+        _folder(tmp_path, skip_corrupt=True).setup("fit")
+    assert len(decoded) == 6 + 1 + 2 + 1  # train (with the empty file) and val (with notes.png)
+    assert (tmp_path / image_scan.SCAN_CACHE).is_file()
+    decoded.clear()
+    write_image(tmp_path / "train" / "rose" / "rose_0.jpg", 7)  # the user downloads it again
+    data = _folder(tmp_path, skip_corrupt=True)
+    with pytest.warns(UserWarning, match="empty.jpg"):  # still skipped, from the cache
+        data.setup("fit")
+    assert decoded == ["rose_0.jpg"]
+    assert "rose_0.jpg" in {path.name for path in data.train_dataset.paths}
+
+
+def test_an_image_that_breaks_after_the_scan_is_replaced_and_named(tmp_path):
+    write_image_folder(tmp_path, COUNTS)
+    data = _folder(tmp_path, skip_corrupt=True)
+    data.setup("fit")
+    broken = data.val_dataset.paths[0]
+    broken.write_bytes(b"")
+    with pytest.warns(UserWarning, match=f"skip_corrupt: {broken} became unreadable .*replaced"):
+        first, second = data.val_dataset[0], data.val_dataset[1]
+    assert torch.equal(first[0], second[0]) and first[1] == second[1]  # the next image stands in, label and all
+    assert data.val_dataset.replaced == 1
