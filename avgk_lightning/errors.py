@@ -6,7 +6,14 @@ package is) so that Python callers can catch them as usual; ``train.py`` prints 
 
 from __future__ import annotations
 
-__all__ = ["InvalidInputError", "MissingDependencyError", "MissingFileError", "NonFiniteLossError", "find_input_error"]
+__all__ = [
+    "InvalidInputError",
+    "MissingDependencyError",
+    "MissingFileError",
+    "NonFiniteLossError",
+    "WriteFailedError",
+    "find_input_error",
+]
 
 
 class InvalidInputError(ValueError):
@@ -23,6 +30,10 @@ class MissingDependencyError(InvalidInputError, ImportError):
 
 class NonFiniteLossError(InvalidInputError, FloatingPointError):
     """The training loss became NaN or infinite: training stops before the update that would spread it."""
+
+
+class WriteFailedError(InvalidInputError, OSError):
+    """A file could not be written (a full disk, a quota, no permission): what was there before is intact."""
 
 
 def find_input_error(error: BaseException) -> InvalidInputError | None:

@@ -17,6 +17,7 @@ extra): the same outputs from an onnxruntime session, the metadata in the model'
 from __future__ import annotations
 
 import argparse
+import copy
 import importlib
 import json
 import sys
@@ -25,6 +26,8 @@ from pathlib import Path
 
 import torch
 from torch import Tensor, nn
+
+from avgk_lightning.atomic import atomic_path
 
 from avgk_lightning.checkpoint import read_checkpoint
 from avgk_lightning.checks import check_choice
@@ -64,7 +67,8 @@ class SetPredictor(nn.Module):
 def _write_torchscript(predictor: SetPredictor, metadata: dict, output: Path, input_shape: Sequence[int]) -> None:
     with torch.no_grad():
         traced = torch.jit.trace(predictor, torch.zeros(2, *input_shape))
-    torch.jit.save(traced, str(output), _extra_files={_METADATA: json.dumps(metadata)})
+    with atomic_path(output, "export") as partial:
+        torch.jit.save(traced, str(partial), _extra_files={_METADATA: json.dumps(metadata)})
 
 
 _WRITERS = {"torchscript": _write_torchscript, "onnx": write_onnx}
@@ -105,10 +109,11 @@ def export_set_predictor(
     """Write :class:`SetPredictor` (with K, λ_K, class names) to `output` as TorchScript (traced) or ONNX.
 
     Both are traced on a CPU batch of `input_shape`; see the module's docstring for what the file holds.
+    A copy is traced: `module` keeps its device and the train / eval mode of each part.
     """
     output = Path(output)
     check_output(output, file_format)
-    predictor = SetPredictor(module.cpu(), k, argument="--k").eval()
+    predictor = copy.deepcopy(SetPredictor(module, k, argument="--k")).cpu().eval()
     metadata = {
         "k": module.predict_k if k is None else float(k),
         "threshold": float(predictor.threshold),

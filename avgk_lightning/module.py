@@ -218,13 +218,16 @@ class TwoHeadModule(LightningModule):
                 self.log(f"train/{name}", value, on_step=False, on_epoch=True, batch_size=size)
         return {"loss": terms["loss"], "pseudo_labels": step}
 
-    def _stop_on_non_finite_loss(self, loss: Tensor, batch_idx: int) -> None:
+    def _last_good_checkpoint(self) -> str:
         checkpoint = self.trainer.checkpoint_callback if self._trainer is not None else None
         saved = (checkpoint.last_model_path or checkpoint.best_model_path) if checkpoint is not None else ""
+        return saved or "no checkpoint yet"
+
+    def _stop_on_non_finite_loss(self, loss: Tensor, batch_idx: int) -> None:
         raise NonFiniteLossError(
             f"The training loss is {float(loss)} at global step {self.global_step} (epoch {self.current_epoch}, "
             f"batch index {batch_idx}): training stopped before this update. The last good weights are in "
-            f"{saved or 'no checkpoint yet'}. Lower the learning rate, or check this batch's data."
+            f"{self._last_good_checkpoint()}. Lower the learning rate, or check this batch's data."
         )
 
     def _evaluation_step(self, stage: str, batch: Batch | Sequence[Tensor]) -> None:
@@ -340,6 +343,15 @@ class TwoHeadModule(LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # Never a best or last checkpoint of diverged weights (the loss check sees them one step late).
+        weights = checkpoint.get("state_dict", {}).items()
+        broken = next((name for name, value in weights if value.is_floating_point() and not value.isfinite().all()), None)
+        if broken is not None:
+            raise NonFiniteLossError(
+                f"The weights hold NaN or infinite values ({broken}) at global step {self.global_step} (epoch "
+                f"{self.current_epoch}): training stopped and no checkpoint of them was written. The last good "
+                f"weights are in {self._last_good_checkpoint()}. Lower the learning rate, or check the data."
+            )
         checkpoint_format.save(checkpoint, self.num_classes, self.method, self.calibration, self.loss)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:

@@ -18,6 +18,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from avgk_lightning.atomic import atomic_path
+
 from avgk_lightning.errors import MissingDependencyError
 
 __all__ = ["INPUT_NAME", "OUTPUT_NAMES", "load_onnx_predictor", "write_onnx"]
@@ -55,7 +57,8 @@ def write_onnx(predictor: nn.Module, metadata: dict[str, Any], output: Path, inp
     program.model.metadata_props.update(
         {key: value if key in _TEXT_KEYS else json.dumps(value) for key, value in metadata.items()}
     )
-    program.save(str(output), external_data=False)  # one file: the weights inside, as in the TorchScript export
+    with atomic_path(output, "export") as partial:
+        program.save(str(partial), external_data=False)  # one file: the weights inside, as in the TorchScript export
 
 
 def load_onnx_predictor(path: str | Path, providers: Sequence[str] | None = None) -> tuple[Any, dict[str, Any]]:

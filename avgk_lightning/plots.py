@@ -18,6 +18,8 @@ from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor
 
+from avgk_lightning.atomic import atomic_path
+
 from avgk_lightning.naming import HEAD_TITLES, format_k, prefix, report_heads
 from avgk_lightning.paths import free_path
 
@@ -173,7 +175,8 @@ class TestPlots(Callback):
         self.paths = []
         for name, figure in figures.items():
             path = free_path(directory / f"{name}.png")
-            figure.savefig(path)
+            with atomic_path(path, "plot", overwrite=False) as partial:
+                figure.savefig(partial)
             self.paths.append(path)
             for logger in trainer.loggers:
                 if isinstance(logger, WandbLogger):

@@ -11,6 +11,8 @@ from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import BasePredictionWriter
 from lightning.pytorch.utilities import rank_zero_info
 
+from avgk_lightning.atomic import atomic_path
+
 from avgk_lightning.data.base import IndexedDataset
 from avgk_lightning.errors import InvalidInputError
 
@@ -119,7 +121,10 @@ class SetPredictionWriter(BasePredictionWriter):
                 records += [json.loads(line) for line in part.read_text().splitlines()]
                 part.unlink()
             records.sort(key=lambda record: record["index"])
-            with open(self.path, "w" if self.overwrite else "x", newline="") as handle:
+            with (
+                atomic_path(self.path, "predictions", overwrite=self.overwrite) as partial,
+                open(partial, "w", newline="") as handle,
+            ):
                 if self.path.suffix == ".csv":
                     writer = csv.DictWriter(handle, fieldnames=_FIELDS)
                     writer.writeheader()

@@ -129,6 +129,23 @@ class KillAtEpochStart(Callback):
             os.kill(os.getpid(), signal.SIGKILL)
 
 
+class FillDiskAtEpochStart(Callback):
+    """Fills the file system of the run directory when epoch `epoch` starts, leaving `leave_mb` MB free."""
+
+    def __init__(self, epoch: int, leave_mb: float = 1.0) -> None:
+        self.epoch = epoch
+        self.leave_mb = leave_mb
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        if trainer.current_epoch == self.epoch:
+            stats = os.statvfs(trainer.default_root_dir)
+            free = stats.f_bavail * stats.f_frsize - int(self.leave_mb * 2**20)
+            with open(Path(trainer.default_root_dir) / "filler", "wb") as filler:
+                filler.truncate(0)
+                for _ in range(max(0, free) // 2**20):
+                    filler.write(bytes(2**20))
+
+
 def cli_args(config: str = "synthetic_two_head.yaml", max_epochs: int = 1, **data_args: object) -> list[str]:
     """`--config configs/CONFIG`, `max_epochs` epochs without a progress bar, `--data.init_args.NAME=VALUE` each."""
     return [

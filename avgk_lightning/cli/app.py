@@ -5,10 +5,13 @@ from __future__ import annotations
 import sys
 from typing import Any
 
+from lightning.pytorch import Trainer
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.loggers import WandbLogger
+from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.utilities import rank_zero_info
 
+from avgk_lightning.atomic import AtomicCheckpointIO
 from avgk_lightning.callbacks import BestAndLastCheckpoint, PseudoLabelThreshold
 from avgk_lightning.cli.checkpoint_args import check_checkpoint_path, reconcile_model_arguments
 from avgk_lightning.cli.run_dirs import VersionedSaveConfigCallback, latest_last_checkpoint, resolve_run_dir
@@ -60,6 +63,13 @@ class AverageKCLI(LightningCLI):
         parser.link_arguments(
             "data.class_counts", "model.init_args.class_counts", compute_fn=_as_list, apply_on="instantiate"
         )
+
+    def instantiate_trainer(self, **kwargs: Any) -> Trainer:
+        """Lightning's Trainer, its local checkpoints written atomically (:class:`~avgk_lightning.atomic.AtomicCheckpointIO`)."""
+        trainer = super().instantiate_trainer(**kwargs)
+        if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:  # not one the user chose
+            trainer.strategy.checkpoint_io = AtomicCheckpointIO()
+        return trainer
 
     def _parse_ckpt_path(self) -> None:
         subcommand = self.config.get("subcommand")

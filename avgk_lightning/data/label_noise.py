@@ -19,6 +19,8 @@ from lightning.pytorch import Trainer
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor
 
+from avgk_lightning.atomic import atomic_path
+
 __all__ = ["reference_label_noise", "report_label_noise", "superclass_label_noise"]
 
 
@@ -105,4 +107,5 @@ def report_label_noise(
     if path.exists():
         rank_zero_warn(f"{path} exists already (from another run in this directory): not overwritten")
     else:
-        path.write_text(json.dumps(content))
+        with atomic_path(path, "label-noise record", overwrite=False) as partial:
+            partial.write_text(json.dumps(content))

@@ -139,3 +139,28 @@ def test_last_checkpoint_is_the_latest_epoch_when_the_best_is_older(tmp_path):
     assert torch.load(tmp_path / "best.ckpt", weights_only=True)["epoch"] == 0
     assert torch.load(tmp_path / "last.ckpt", weights_only=True)["epoch"] == 2
     assert checkpoint.last_model_path == str(tmp_path / "last.ckpt")
+
+
+class BreakWeightsAtEpochEnd(Callback):
+    """Puts an infinite value into one weight after the last training step of epoch `epoch` (a diverging update)."""
+
+    def __init__(self, epoch):
+        self.epoch = epoch
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if trainer.current_epoch == self.epoch and batch_idx + 1 == trainer.num_training_batches:
+            with torch.no_grad():
+                pl_module.network.softmax_head.bias[0] = float("inf")
+
+
+def test_diverged_weights_are_never_written_as_best_or_last(tmp_path):
+    model = TinyCNNModule(num_classes=40, k=3)
+    checkpoint = BestAndLastCheckpoint(dirpath=tmp_path, save_last=True, monitor="val/avgk_acc@3", mode="max")
+    callbacks = [PseudoLabelThreshold(), checkpoint, BreakWeightsAtEpochEnd(1)]
+    trainer = cpu_trainer(default_root_dir=tmp_path, callbacks=callbacks, enable_checkpointing=True, max_epochs=3)
+    with pytest.raises(NonFiniteLossError, match="weights hold NaN or infinite values \\(network.softmax_head.bias\\)"):
+        trainer.fit(model, _data())
+    for path in tmp_path.glob("*.ckpt"):
+        saved = torch.load(path, weights_only=True)
+        assert saved["epoch"] == 0 and all(torch.isfinite(value).all() for value in saved["state_dict"].values())
+    assert {path.name for path in tmp_path.glob("*.ckpt")} >= {"last.ckpt"}

@@ -209,3 +209,24 @@ def test_predict_head_names_its_choices_and_what_an_older_checkpoint_lacks():
     assert calibration.better_head(["multilabel", "softmax"], 2) == "multilabel"  # a tie keeps the set head
     with pytest.raises(InvalidInputError, match="K=3 \\(argument `k`\\) was not calibrated"):
         calibration.better_head(["multilabel", "softmax"], 3, argument="k")
+
+
+def test_export_leaves_the_callers_module_as_it_was(tmp_path):
+    from avgk_lightning.export import export_set_predictor, load_set_predictor
+
+    torch.manual_seed(0)
+    model = TwoHeadModule(num_classes=5, k=2, backbone="small_vgg")
+    model.calibration.average_k = {"multilabel": {2.0: 0.5}}
+    model.train()
+    model.network.softmax_head.eval()  # a user's frozen part keeps its own mode
+    modes = {name: sub.training for name, sub in model.named_modules()}
+    storage = {name: parameter.data_ptr() for name, parameter in model.named_parameters()}
+    predictor_path = export_set_predictor(model, tmp_path / "p.pt", input_shape=(3, 28, 28))
+    assert {name: sub.training for name, sub in model.named_modules()} == modes
+    assert {name: parameter.data_ptr() for name, parameter in model.named_parameters()} == storage  # not moved
+    predictor, _ = load_set_predictor(predictor_path)
+    images = torch.randn(4, 3, 28, 28)
+    model.eval()
+    with torch.no_grad():
+        expected = torch.sigmoid(model.network.multilabel_head(model.network.backbone(images)))
+    assert torch.allclose(predictor(images)[0], expected, atol=1e-6)
