@@ -11,7 +11,7 @@ from torch.utils.data import default_collate
 
 from avgk_lightning.errors import InvalidInputError
 
-__all__ = ["Batch", "collate_batch"]
+__all__ = ["Batch", "collate_batch", "without_padding"]
 
 
 class Batch(NamedTuple):
@@ -53,6 +53,20 @@ class Batch(NamedTuple):
             f"avgk_lightning.batch.Batch, but got {type(batch).__name__} of length "
             f"{len(batch) if hasattr(batch, '__len__') else '?'}"
         )
+
+
+def without_padding(batch: Batch) -> Batch:
+    """`batch` without the padding items of a process that had no sample of its own (index < 0).
+
+    Example:
+        >>> batch = Batch(torch.zeros(2, 3, 4, 4), torch.tensor([2, 0]), index=torch.tensor([5, -1]))
+        >>> without_padding(batch).target.tolist()
+        [2]
+    """
+    if batch.index is None or bool((batch.index >= 0).all()):
+        return batch
+    keep = batch.index >= 0
+    return Batch(*(None if field is None else field[keep] for field in batch))
 
 
 def collate_batch(samples: Sequence[tuple[tuple, int]]) -> Batch:

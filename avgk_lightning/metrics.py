@@ -327,7 +327,15 @@ class AverageKEvaluation(Metric):
         self.fixed_thresholds = {k: fixed[k] for k in self.ks}
 
     def update(self, scores: Tensor, target: Tensor) -> None:
-        """Add a batch of (N, L) scores of this head and the (N,) true labels."""
+        """Add a batch of (N, L) scores of this head and the (N,) true labels.
+
+        N may be 0: a process of a distributed run that holds no sample of the split still updates, so that
+        it enters the gathering of :meth:`compute` with the others.
+        """
+        if scores.ndim == 2 and scores.shape[0] == 0 and target.shape == (0,):
+            self.scores.append(scores.detach().float())
+            self.target.append(target.detach().long())
+            return
         check_scores(scores)
         check_target(scores, target)
         self.scores.append(scores.detach().float())

@@ -13,7 +13,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor, nn
 
 from avgk_lightning import checkpoint as checkpoint_format
-from avgk_lightning.batch import Batch
+from avgk_lightning.batch import Batch, without_padding
 from avgk_lightning.checks import check_choice, check_module_arguments
 from avgk_lightning.epoch_state import merge_across_processes
 from avgk_lightning.errors import InvalidInputError, NonFiniteLossError
@@ -231,7 +231,7 @@ class TwoHeadModule(LightningModule):
         )
 
     def _evaluation_step(self, stage: str, batch: Batch | Sequence[Tensor]) -> None:
-        batch = Batch.of(batch)
+        batch = without_padding(Batch.of(batch))  # a process without samples of its own still steps
         scores = self.network.scores(batch.images, self.evaluation_heads)
         if batch.posteriors is not None and (stage == "val" or "oracle" in self.calibration.average_k):
             scores["oracle"] = batch.posteriors.float()

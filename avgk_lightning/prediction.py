@@ -13,7 +13,7 @@ from lightning.pytorch.utilities import rank_zero_info
 
 from avgk_lightning.atomic import atomic_path
 
-from avgk_lightning.data.base import IndexedDataset
+from avgk_lightning.data.base import PADDING, IndexedDataset
 from avgk_lightning.errors import InvalidInputError
 
 __all__ = ["SetPredictionWriter"]
@@ -99,6 +99,8 @@ class SetPredictionWriter(BasePredictionWriter):
         names = getattr(pl_module, "class_names", None) or [str(i) for i in range(scores.shape[1])]
         order = scores.argsort(dim=1, descending=True)
         for index, row_scores, row_set, row_order in zip(batch_indices, scores, sets, order):
+            if index == PADDING:  # a process without images of its own read one to step with the others
+                continue
             members = [int(j) for j in row_order if row_set[j]]
             record = {
                 "index": int(index),

@@ -3,20 +3,27 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
 from typing import Any
 
 import torch
 from lightning.pytorch import LightningDataModule
-from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from avgk_lightning.batch import Batch, collate_batch
 from avgk_lightning.checks import check_integer
 
 
+# The index an EvaluationSampler gives a process with no sample of its own: sample 0, to be dropped.
+PADDING = -1
+
+
 class IndexedDataset(Dataset):
-    """`dataset` whose items come with their index, ``(item, index)``, for :func:`~avgk_lightning.batch.collate_batch`."""
+    """`dataset` whose items come with their index, ``(item, index)``, for :func:`~avgk_lightning.batch.collate_batch`.
+
+    The index :data:`PADDING` reads sample 0 and keeps the index ``PADDING``: the module drops it.
+    """
 
     def __init__(self, dataset: Dataset) -> None:
         self.dataset = dataset
@@ -25,7 +32,34 @@ class IndexedDataset(Dataset):
         return len(self.dataset)
 
     def __getitem__(self, index: int) -> tuple:
-        return self.dataset[index], index
+        return self.dataset[0 if index == PADDING else index], index
+
+
+class EvaluationSampler(DistributedSampler):
+    """One process's share of an evaluation split: over the processes, every sample exactly once.
+
+    Process r reads samples r, r + W, r + 2W, ... (W processes), as Lightning's
+    ``UnrepeatedDistributedSampler``; a process whose share is empty (a split smaller than W) reads one
+    :data:`PADDING` item instead, so that it runs the evaluation loop and enters its collectives like the
+    others (Lightning skips the loop of an empty loader, and its sampler refuses an empty share).
+
+    Example:
+        >>> [list(EvaluationSampler(range(5), num_replicas=2, rank=r)) for r in (0, 1)]
+        [[0, 2, 4], [1, 3]]
+        >>> [list(EvaluationSampler(range(1), num_replicas=2, rank=r)) for r in (0, 1)]
+        [[0], [-1]]
+    """
+
+    def __init__(self, dataset: Any, num_replicas: int, rank: int) -> None:
+        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=False)
+        self.indices = list(range(rank, len(dataset), num_replicas)) or [PADDING]
+        self.num_samples = len(self.indices)
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.indices)
+
+    def __len__(self) -> int:
+        return self.num_samples
 
 
 class AverageKDataModule(LightningDataModule, ABC):
@@ -115,9 +149,7 @@ class AverageKDataModule(LightningDataModule, ABC):
         per_process = -(-len(dataset) // world_size)
         drop_last = train and per_process > 1 and per_process % self.batch_size == 1
         if not train and world_size > 1:
-            sampler = UnrepeatedDistributedSampler(
-                dataset, num_replicas=trainer.world_size, rank=trainer.global_rank, shuffle=False
-            )
+            sampler = EvaluationSampler(dataset, num_replicas=trainer.world_size, rank=trainer.global_rank)
         workers = self.num_workers
         # Evaluation loaders draw their worker seeds from a generator of their own, not from the global
         # one: validation then leaves the training random streams untouched (exact resume).
