@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any, Literal
 
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from avgk_lightning.epoch_state import merge_across_processes
 from avgk_lightning.pseudo_labels import (  # noqa: F401  (the histogram's names, kept importable from here)
@@ -39,7 +42,9 @@ class PseudoLabelThreshold(Callback):
     * ``train/pseudo_label_threshold``: with ``scope="epoch"``, the λ_pl computed from this epoch's
       statistics (used by the next epoch); with ``scope="batch"``, the mean of the batch thresholds.
 
-    The threshold for the next epoch is saved in checkpoints and restored on resume.
+    The threshold for the next epoch is saved in checkpoints and restored on resume; a checkpoint
+    written in the middle of an epoch (``val_check_interval < 1``, ``every_n_train_steps``) also keeps
+    the epoch's counts so far, so that the resumed run ends the epoch with the same λ_pl.
 
     Args:
         scope: ``"epoch"`` (default) or ``"batch"``.
@@ -67,6 +72,14 @@ class PseudoLabelThreshold(Callback):
         rule = getattr(pl_module, "pseudo_label_rule", None)
         return rule if isinstance(rule, PseudoLabelRule) else None
 
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        rule = self._rule(pl_module)
+        if rule is not None and self.statistics.interrupted_epoch is not None:
+            # Resumed from a checkpoint written in the middle of an epoch: Lightning does not start that
+            # epoch again, so continue its λ_pl and its counts (kept on one process: they are the sum of all).
+            rule.threshold = self.statistics.threshold
+            self.statistics.resume_epoch(pl_module.device, keep_counts=trainer.global_rank == 0)
+
     def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         rule = self._rule(pl_module)
         if rule is None:
@@ -80,8 +93,15 @@ class PseudoLabelThreshold(Callback):
         step = outputs.get("pseudo_labels") if isinstance(outputs, dict) else None
         if isinstance(step, PseudoLabelStep) and self._rule(pl_module) is not None:
             self.statistics.update(step)
+        if batch_idx + 1 == trainer.num_training_batches:
+            # The epoch's last batch: merge now, before the validation and the checkpoints that Lightning
+            # runs ahead of on_train_epoch_end (check_val_every_n_epoch > 1, val_check_interval < 1).
+            self._merge(trainer, pl_module)
 
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._merge(trainer, pl_module)  # when the epoch had no known length (or stopped early)
+
+    def _merge(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if self._rule(pl_module) is None or not self.statistics.accumulating:
             return
         merge_across_processes(self.statistics, lambda totals: trainer.strategy.reduce(totals, reduce_op="sum"))
@@ -92,12 +112,20 @@ class PseudoLabelThreshold(Callback):
                 "train/pseudo_label_threshold": float(self.statistics.logged_threshold),
                 "train/pseudo_label_set_size": self.statistics.set_size,
             },
+            on_step=False,
             on_epoch=True,
             sync_dist=False,
         )
 
     def state_dict(self) -> dict[str, Any]:
         return self.statistics.state_dict()
+
+    def on_save_checkpoint(self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict[str, Any]) -> None:
+        # Every process writes this checkpoint's state (Lightning saves rank 0's): a checkpoint in the middle
+        # of an epoch also keeps what the epoch has counted so far, summed over the processes.
+        so_far = self.statistics.epoch_so_far(lambda totals: trainer.strategy.reduce(totals, reduce_op="sum"))
+        if so_far is not None and self.state_key in checkpoint.get("callbacks", {}):
+            checkpoint["callbacks"][self.state_key]["interrupted_epoch"] = so_far
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.statistics.load_state_dict(state_dict)
@@ -110,7 +138,8 @@ class BestAndLastCheckpoint(ModelCheckpoint):
     at the same step: with ``save_top_k=1`` it is a copy of the best epoch, and resuming from it, or
     testing "the last epoch", silently goes back to the best one. This subclass also writes it after
     checkpointing step (training epoch or validation end, as ModelCheckpoint decides) that saved nothing, so
-    ``last.ckpt`` is always the latest epoch.
+    ``last.ckpt`` is always the latest epoch. On SIGTERM (a scheduler's pre-emption) during training it
+    writes ``last.ckpt`` after the batch under way, and ``--ckpt_path last`` resumes from there.
     Everything else is ``ModelCheckpoint``'s (the CLI's ``--checkpoint.*`` arguments).
 
     Example:
@@ -130,3 +159,18 @@ class BestAndLastCheckpoint(ModelCheckpoint):
         super().on_validation_end(trainer, pl_module)
         if not self._should_skip_saving_checkpoint(trainer) and not self._should_save_on_train_epoch_end(trainer):
             self._save_last_if_not_saved(trainer)
+
+    def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
+        # SIGTERM (a scheduler's pre-emption): Lightning stops after the training batch under way; save
+        # last.ckpt there, from which --ckpt_path last resumes the epoch exactly (ResumableLoader).
+        if not isinstance(exception, SIGTERMException) or not self.save_last or self.dirpath is None:
+            return
+        if not trainer.training:  # stopped during validation: the last checkpoint stays the one to resume
+            rank_zero_warn(f"Stopped by SIGTERM during {trainer.state.stage}: resume with --ckpt_path last.")
+            return
+        path = os.path.join(self.dirpath, self.CHECKPOINT_NAME_LAST + self.FILE_EXTENSION)
+        trainer.save_checkpoint(path)
+        rank_zero_info(
+            f"Stopped by SIGTERM at epoch {trainer.current_epoch}, global step {trainer.global_step}: saved {path}. "
+            "Resume with the same command and --ckpt_path last."
+        )

@@ -9,6 +9,7 @@ one. That rule and that step are the whole interface between the callback and th
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal, NamedTuple
 
@@ -182,6 +183,8 @@ class PseudoLabelStatistics(EpochState):
         self._k = 1.0
         self._histogram: NonTrueScoreHistogram | None = None
         self._totals: Tensor | None = None  # samples, pseudo-label positives, sum of batch thresholds, batches
+        # What a checkpoint written in the middle of an epoch had counted, until resume_epoch() takes it.
+        self.interrupted_epoch: dict[str, Any] | None = None
 
     def start_epoch(self, k: float, device: torch.device | str) -> None:
         """Start accumulating an epoch of pseudo-labels with target size `k`."""
@@ -226,6 +229,27 @@ class PseudoLabelStatistics(EpochState):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.threshold = state["threshold"] if self.scope == "epoch" else None
+        self.interrupted_epoch = state.get("interrupted_epoch")
+
+    def epoch_so_far(self, reduce_sum: Callable[[Tensor], Tensor]) -> dict[str, Any] | None:
+        """What the epoch under way has counted, summed over processes (one collective), or None between epochs.
+
+        A checkpoint written in the middle of an epoch saves it under ``"interrupted_epoch"``; after a
+        resume, :meth:`resume_epoch` continues from it.
+        """
+        if self._totals is None:
+            return None
+        histogram = None if self._histogram is None else reduce_sum(self._histogram.counts.clone()).cpu()
+        return {"k": self._k, "totals": reduce_sum(self._totals.clone()).cpu(), "histogram": histogram}
+
+    def resume_epoch(self, device: torch.device | str, keep_counts: bool) -> None:
+        """Continue the epoch a mid-epoch checkpoint interrupted; its counts go to one process only (`keep_counts`)."""
+        saved, self.interrupted_epoch = self.interrupted_epoch, None
+        self.start_epoch(saved["k"], device)
+        if keep_counts:
+            self._totals += saved["totals"].to(device)
+            if self._histogram is not None and saved["histogram"] is not None:
+                self._histogram.counts.add_(saved["histogram"].to(device))
 
     @property
     def accumulating(self) -> bool:

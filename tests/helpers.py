@@ -7,6 +7,7 @@ numpy references, and the metric checks the integration and end-to-end tests sha
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -127,6 +128,48 @@ class KillAtEpochStart(Callback):
     def on_train_epoch_start(self, trainer, pl_module) -> None:
         if trainer.current_epoch == self.epoch:
             os.kill(os.getpid(), signal.SIGKILL)
+
+
+class KillAtStep(Callback):
+    """Sends SIGKILL to its own process when training batch `step` (global step) starts: a kill mid-epoch."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if trainer.global_step == self.step:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+class TerminateAtStep(Callback):
+    """Sends SIGTERM (what a cluster scheduler sends before it stops a job) to its own process at global step `step`."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if trainer.global_step == self.step:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+
+class RecordPseudoLabelThresholds(Callback):
+    """Appends, after each training batch, its epoch, index, samples, λ_pl, learning rate and loss to a JSON-lines file."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        threshold = pl_module.pseudo_label_rule.threshold
+        record = {
+            "epoch": trainer.current_epoch,
+            "batch": batch_idx,
+            "threshold": threshold,
+            "samples": batch.index.tolist(),
+            "lr": trainer.optimizers[0].param_groups[0]["lr"],
+            "loss": float(outputs["loss"]),
+        }
+        with open(self.path, "a") as handle:
+            handle.write(json.dumps(record) + "\n")
 
 
 class FillDiskAtEpochStart(Callback):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import sys
 from typing import Any
 
@@ -10,6 +11,7 @@ from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from avgk_lightning.atomic import AtomicCheckpointIO
 from avgk_lightning.callbacks import BestAndLastCheckpoint, PseudoLabelThreshold
@@ -159,6 +161,8 @@ def run_cli(args: list[str] | None = None, run: bool = True) -> AverageKCLI:
             args=args,
             run=run,
         )
+    except SIGTERMException:
+        raise SystemExit(128 + signal.SIGTERM) from None  # stopped by a scheduler: not a success (0)
     except Exception as error:
         cause = find_input_error(error)
         if cause is None:

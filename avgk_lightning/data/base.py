@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from typing import Any
@@ -12,6 +13,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from avgk_lightning.batch import Batch, collate_batch
+from avgk_lightning.data.resumable import ReplayableDistributedSampler, ReplayableRandomSampler, ResumableLoader
 from avgk_lightning.checks import check_integer
 
 
@@ -141,31 +143,42 @@ class AverageKDataModule(LightningDataModule, ABC):
         if dataset is None:
             raise RuntimeError(f"{type(self).__name__}.setup() did not create the {split} split")
         dataset = IndexedDataset(dataset)
-        sampler = None
         trainer = self.trainer
         world_size = trainer.world_size if trainer is not None else 1
         # A last training batch of one sample breaks batch norm: leave that sample to the next epoch's
         # shuffle instead (one sample per epoch and process, never the same one for long).
         per_process = -(-len(dataset) // world_size)
         drop_last = train and per_process > 1 and per_process % self.batch_size == 1
-        if not train and world_size > 1:
-            sampler = EvaluationSampler(dataset, num_replicas=trainer.world_size, rank=trainer.global_rank)
         workers = self.num_workers
+        options = {
+            "batch_size": self.batch_size,
+            "drop_last": drop_last,
+            "num_workers": workers,
+            "pin_memory": self.pin_memory and torch.cuda.is_available(),
+            "persistent_workers": self.persistent_workers and workers > 0,
+            "collate_fn": collate_batch,
+        }
+        if train:
+            # The shuffle Lightning would use (RandomSampler, or its DistributedSampler under DDP), made
+            # replayable: a run resumed from a checkpoint written mid-epoch continues the same epoch.
+            if world_size > 1:
+                seed = int(os.getenv("PL_GLOBAL_SEED", 0))
+                sampler = ReplayableDistributedSampler(dataset, world_size, trainer.global_rank, shuffle=True, seed=seed)
+            else:
+                sampler = ReplayableRandomSampler(dataset)
+            return ResumableLoader(dataset, sampler=sampler, batches_done=self._training_batches_done, **options)
+        sampler = None
+        if world_size > 1:
+            sampler = EvaluationSampler(dataset, num_replicas=trainer.world_size, rank=trainer.global_rank)
         # Evaluation loaders draw their worker seeds from a generator of their own, not from the global
         # one: validation then leaves the training random streams untouched (exact resume).
-        generator = None if train else torch.Generator().manual_seed(0)
-        return DataLoader(
-            dataset,
-            batch_size=self.batch_size,
-            shuffle=train,
-            sampler=sampler,
-            drop_last=drop_last,
-            num_workers=workers,
-            pin_memory=self.pin_memory and torch.cuda.is_available(),
-            persistent_workers=self.persistent_workers and workers > 0,
-            generator=generator,
-            collate_fn=collate_batch,
-        )
+        return DataLoader(dataset, sampler=sampler, generator=torch.Generator().manual_seed(0), **options)
+
+    def _training_batches_done(self) -> int:
+        """Batches of the current training epoch trained so far (what a mid-epoch checkpoint resumes after)."""
+        if self.trainer is None:
+            return 0
+        return self.trainer.fit_loop.epoch_loop.batch_progress.current.ready
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.train_dataset, "train", train=True)
