@@ -345,10 +345,10 @@ class TwoHeadModule(LightningModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # Never a best or last checkpoint of diverged weights (the loss check sees them one step late).
         weights = checkpoint.get("state_dict", {}).items()
-        broken = next((name for name, value in weights if value.is_floating_point() and not value.isfinite().all()), None)
-        if broken is not None:
+        broken = [name for name, value in weights if value.is_floating_point() and not value.isfinite().all()]
+        if broken:
             raise NonFiniteLossError(
-                f"The weights hold NaN or infinite values ({broken}) at global step {self.global_step} (epoch "
+                f"The weights hold NaN or infinite values ({broken[0]}) at global step {self.global_step} (epoch "
                 f"{self.current_epoch}): training stopped and no checkpoint of them was written. The last good "
                 f"weights are in {self._last_good_checkpoint()}. Lower the learning rate, or check the data."
             )

@@ -153,7 +153,7 @@ class TerminateAtStep(Callback):
 
 
 class RecordPseudoLabelThresholds(Callback):
-    """Appends, after each training batch, its epoch, index, samples, λ_pl, learning rate and loss to a JSON-lines file."""
+    """Appends each training batch's epoch, index, samples, λ_pl, learning rate and loss to a JSON-lines file."""
 
     def __init__(self, path: str) -> None:
         self.path = path

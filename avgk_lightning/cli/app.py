@@ -67,7 +67,7 @@ class AverageKCLI(LightningCLI):
         )
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
-        """Lightning's Trainer, its local checkpoints written atomically (:class:`~avgk_lightning.atomic.AtomicCheckpointIO`)."""
+        """The Trainer, writing local checkpoints atomically (:class:`~avgk_lightning.atomic.AtomicCheckpointIO`)."""
         trainer = super().instantiate_trainer(**kwargs)
         if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:  # not one the user chose
             trainer.strategy.checkpoint_io = AtomicCheckpointIO()

@@ -163,7 +163,8 @@ class AverageKDataModule(LightningDataModule, ABC):
             # replayable: a run resumed from a checkpoint written mid-epoch continues the same epoch.
             if world_size > 1:
                 seed = int(os.getenv("PL_GLOBAL_SEED", 0))
-                sampler = ReplayableDistributedSampler(dataset, world_size, trainer.global_rank, shuffle=True, seed=seed)
+                rank = trainer.global_rank
+                sampler = ReplayableDistributedSampler(dataset, world_size, rank, shuffle=True, seed=seed)
             else:
                 sampler = ReplayableRandomSampler(dataset)
             return ResumableLoader(dataset, sampler=sampler, batches_done=self._training_batches_done, **options)

@@ -62,7 +62,7 @@ class ImageScan:
     def summary(self, what: str) -> str:
         """One line for the log: the images decoded, the time per image, the ones remembered from the cache."""
         per_image = 1000 * self.seconds / self.decoded if self.decoded else 0.0
-        where = "no cache (neither the data folder nor the user cache is writable)" if self.cache is None else self.cache
+        where = self.cache or "no cache (neither the data folder nor the user cache is writable)"
         return (
             f"skip_corrupt: {what}: decoded {self.decoded} image(s) in {self.seconds:.1f} s ({per_image:.2f} ms each "
             f"on {self.threads} thread(s)), {self.cached} unchanged since the last scan; {len(self.unreadable)} "
@@ -86,7 +86,7 @@ def _read_cache(path: Path) -> dict[str, list]:
 
 
 def _write_cache(path: Path, root: Path, images: dict[str, list]) -> bool:
-    """Write the cache beside its destination, then rename it there (never a half-written cache); False if not writable."""
+    """Write the cache beside its destination, then rename it over it (never half written); False if not writable."""
     partial = path.with_name(f"{path.name}.{os.getpid()}.partial")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)

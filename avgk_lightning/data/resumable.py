@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 
+from avgk_lightning.errors import InvalidInputError
 from avgk_lightning.resume import collect_rng_states, restore_rng_states
 
 __all__ = ["ReplayableDistributedSampler", "ReplayableRandomSampler", "ResumableLoader"]
@@ -100,19 +101,25 @@ class ResumableLoader(DataLoader):
         state: dict[str, Any] = {"rng_states": collect_rng_states()}
         done = self.batches_done()
         if 0 < done < len(self):
-            state.update(seed=self.sampler.seed, batches=done)
+            state.update(seed=self.sampler.seed, samples=done * self.batch_size, dataset_size=len(self.dataset))
         return state
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        if "samples" in state_dict and state_dict["dataset_size"] != len(self.dataset):
+            raise InvalidInputError(
+                f"The checkpoint was written in the middle of an epoch over {state_dict['dataset_size']} training "
+                f"samples, but the training split has {len(self.dataset)}: resume on the same data (or from a "
+                "checkpoint written at the end of an epoch)."
+            )
         self._resume = state_dict if "rng_states" in state_dict else None
 
     def __iter__(self) -> Iterator[Any]:
         state = self._resume
         if state is None:
             return super().__iter__()
-        inside_epoch = "batches" in state
+        inside_epoch = "samples" in state
         if inside_epoch:
-            self.sampler.replay(state["seed"], skip=state["batches"] * self.batch_size)
+            self.sampler.replay(state["seed"], skip=state["samples"])
         else:
             restore_rng_states(state["rng_states"])
         return self._resumed(super().__iter__(), state, restore_after_first=inside_epoch)

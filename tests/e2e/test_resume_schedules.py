@@ -36,9 +36,8 @@ SCHEDULES = {  # arguments, epochs, the signal sent at a global step, the exit s
 def _fit(root, schedule, *extra):
     arguments, epochs, *_ = SCHEDULES[schedule]
     record = ["--trainer.callbacks+=tests.helpers.RecordPseudoLabelThresholds", f"--trainer.callbacks.path={root}.jsonl"]
-    return train_py(
-        "fit", *COMMON, f"--trainer.max_epochs={epochs}", *arguments, f"--trainer.default_root_dir={root}", *record, *extra
-    )
+    run = [f"--trainer.max_epochs={epochs}", *arguments, f"--trainer.default_root_dir={root}"]
+    return train_py("fit", *COMMON, *run, *record, *extra)
 
 
 def _batches(root):
