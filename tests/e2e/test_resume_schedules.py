@@ -35,7 +35,10 @@ SCHEDULES = {  # arguments, epochs, the signal sent at a global step, the exit s
 
 def _fit(root, schedule, *extra):
     arguments, epochs, *_ = SCHEDULES[schedule]
-    record = ["--trainer.callbacks+=tests.helpers.RecordPseudoLabelThresholds", f"--trainer.callbacks.path={root}.jsonl"]
+    record = [
+        "--trainer.callbacks+=tests.helpers.RecordPseudoLabelThresholds",
+        f"--trainer.callbacks.path={root}.jsonl",
+    ]
     run = [f"--trainer.max_epochs={epochs}", *arguments, f"--trainer.default_root_dir={root}"]
     return train_py("fit", *COMMON, *run, *record, *extra)
 
