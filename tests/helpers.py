@@ -152,6 +152,21 @@ class TerminateAtStep(Callback):
             os.kill(os.getpid(), signal.SIGTERM)
 
 
+class RequeueAtStep(Callback):
+    """At global step `step`: SIGUSR1, on which Lightning's SLURM auto-requeue saves ``hpc_ckpt_N.ckpt``, then SIGKILL.
+
+    What SLURM does to a job submitted with ``--signal=SIGUSR1@90 --requeue`` at its time limit.
+    """
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if trainer.global_step == self.step:
+            os.kill(os.getpid(), signal.SIGUSR1)  # the handler runs before the next line
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
 class RecordPseudoLabelThresholds(Callback):
     """Appends each training batch's epoch, index, samples, λ_pl, learning rate and loss to a JSON-lines file."""
 

@@ -176,10 +176,13 @@ class AverageKDataModule(LightningDataModule, ABC):
         return DataLoader(dataset, sampler=sampler, generator=torch.Generator().manual_seed(0), **options)
 
     def _training_batches_done(self) -> int:
-        """Batches of the current training epoch trained so far (what a mid-epoch checkpoint resumes after)."""
+        """Batches of the current training epoch trained so far (what a mid-epoch checkpoint resumes after).
+
+        Lightning's count of processed batches: the batches a resume from this moment does not train again.
+        """
         if self.trainer is None:
             return 0
-        return self.trainer.fit_loop.epoch_loop.batch_progress.current.ready
+        return self.trainer.fit_loop.epoch_loop.batch_progress.current.processed
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.train_dataset, "train", train=True)

@@ -4,8 +4,10 @@ Three schedules whose checkpoints do not fall at the end of a training epoch: va
 (the checkpoint is written at validation end, before the epoch's end hooks), validation twice per epoch and a
 checkpoint every 3 training steps (both write checkpoints in the middle of an epoch). Each run is killed with
 SIGKILL in the middle of an epoch, then resumed. A fourth run gets SIGTERM, as a cluster scheduler sends it,
-in the middle of an epoch: it writes last.ckpt there and exits with status 143. Each resumed run's test
-metrics must equal an uninterrupted run's exactly, and so must the λ_pl and the samples of every batch.
+in the middle of an epoch: it writes last.ckpt there and exits with status 143. A fifth is a SLURM job
+pre-empted through Lightning's auto-requeue (SIGUSR1: ``hpc_ckpt_N.ckpt``, then the kill) and started again.
+Each resumed run's test metrics must equal an uninterrupted run's exactly, and so must the λ_pl and the
+samples of every batch.
 """
 
 import json
@@ -98,3 +100,44 @@ def test_the_resumed_run_ends_with_the_test_metrics_of_the_uninterrupted_one(run
     uninterrupted = _test_metrics(root / "uninterrupted", schedule)
     assert "test/avgk_acc@2" in uninterrupted
     assert _test_metrics(root / "killed", schedule) == uninterrupted
+
+
+SLURM = {  # a single-task SLURM job as srun starts it; scontrol is absent here, so the requeue itself fails
+    "SLURM_NTASKS": "1",
+    "SLURM_JOB_NAME": "train",
+    "SLURM_JOB_ID": "42",
+    "SLURM_PROCID": "0",
+    "SLURM_LOCALID": "0",
+    "SLURM_NODEID": "0",
+    "SLURM_NODELIST": "localhost",
+}
+
+
+@pytest.mark.slow
+def test_lightnings_slurm_auto_requeue_resumes_exactly_from_its_hpc_checkpoint(tmp_path, monkeypatch):
+    code, output = _fit(tmp_path / "uninterrupted", "sigterm_mid_epoch")
+    assert code == 0, output[-3000:]
+    for name, value in SLURM.items():
+        monkeypatch.setenv(name, value)
+    job = tmp_path / "job_42"  # under srun train.py uses default_root_dir as given: the requeued job's too
+    requeue = ["--trainer.callbacks+=tests.helpers.RequeueAtStep", "--trainer.callbacks.step=17"]
+    code, output = _fit(job, "sigterm_mid_epoch", *requeue)
+    assert code == -signal.SIGKILL, output[-3000:]
+    assert torch.load(job / "hpc_ckpt_1.ckpt", weights_only=True)["global_step"] == 17
+    code, output = _fit(job, "sigterm_mid_epoch")  # the requeued job: the same command
+    assert code == 0, output[-3000:]
+    assert f"Restored all states from the checkpoint at {job / 'hpc_ckpt_1.ckpt'}" in output
+    assert _batches(job) == _batches(tmp_path / "uninterrupted")
+    arguments = ["test", *COMMON, "--trainer.max_epochs=3"]
+    for name in SLURM:
+        monkeypatch.delenv(name)
+    checkpoints = {
+        "uninterrupted": checkpoint_of(tmp_path / "uninterrupted", "last.ckpt"),
+        "requeued": job / "checkpoints" / "last.ckpt",
+    }
+    tested = {}
+    for run, checkpoint in checkpoints.items():
+        root = f"--trainer.default_root_dir={tmp_path / run}-test"
+        cli = cli_in_process([*arguments, root, f"--ckpt_path={checkpoint}"])
+        tested[run] = {name: float(value) for name, value in cli.trainer.callback_metrics.items()}
+    assert tested["requeued"] == tested["uninterrupted"]
