@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import copy
 import importlib
+import io
 import json
 import sys
 from collections.abc import Sequence
@@ -67,8 +68,10 @@ class SetPredictor(nn.Module):
 def _write_torchscript(predictor: SetPredictor, metadata: dict, output: Path, input_shape: Sequence[int]) -> None:
     with torch.no_grad():
         traced = torch.jit.trace(predictor, torch.zeros(2, *input_shape))
+    buffer = io.BytesIO()  # torch.jit.save aborts the process when a file write fails: write the bytes here
+    torch.jit.save(traced, buffer, _extra_files={_METADATA: json.dumps(metadata)})
     with atomic_path(output, "export") as partial:
-        torch.jit.save(traced, str(partial), _extra_files={_METADATA: json.dumps(metadata)})
+        partial.write_bytes(buffer.getbuffer())
 
 
 _WRITERS = {"torchscript": _write_torchscript, "onnx": write_onnx}

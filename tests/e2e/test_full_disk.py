@@ -61,3 +61,22 @@ def test_a_full_disk_during_a_checkpoint_save_ends_in_one_line_with_best_and_las
     checkpoints = checkpoint_of(small_disk).parent
     assert sorted(p.name for p in checkpoints.iterdir()) == ["best.ckpt", "last.ckpt"]  # no partial file left
     assert torch.load(checkpoint_of(small_disk, "last.ckpt"), weights_only=True)["global_step"] == 10
+
+
+@pytest.mark.parametrize("file_format", ["torchscript", "onnx"])
+def test_a_full_disk_during_an_export_keeps_the_previous_export_whole(small_disk, file_format):
+    from avgk_lightning import TwoHeadModule
+    from avgk_lightning.export import export_set_predictor
+
+    model = TwoHeadModule(num_classes=5, k=2, backbone="small_vgg")
+    model.calibration.average_k = {"multilabel": {2.0: 0.5}}
+    name = "predictor.onnx" if file_format == "onnx" else "predictor.pt"
+    path = export_set_predictor(model, small_disk / name, input_shape=(3, 28, 28), file_format=file_format)
+    before = path.read_bytes()
+    with open(small_disk / "filler", "wb") as filler:  # leave less than one export free
+        free = (lambda stats: stats.f_bavail * stats.f_frsize)(__import__("os").statvfs(small_disk))
+        filler.write(bytes(max(0, free - len(before) // 2)))
+    with pytest.raises(WriteFailedError, match=f"Cannot write export {path}: No space left on device"):
+        export_set_predictor(model, path, input_shape=(3, 28, 28), file_format=file_format)
+    assert path.read_bytes() == before  # the previous export, byte for byte
+    assert sorted(p.name for p in small_disk.iterdir()) == ["filler", name]
