@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from avgk_lightning.errors import WriteFailedError
+from avgk_lightning.errors import WriteFailedError, find_cause
 
 __all__ = ["AtomicCheckpointIO", "atomic_path"]
 
@@ -61,7 +61,7 @@ def atomic_path(destination: str | os.PathLike, what: str = "file", overwrite: b
         raise WriteFailedError(f"{destination} exists: it is not overwritten. Pass another file name.") from error
     except BaseException as error:
         partial.unlink(missing_ok=True)
-        cause = _os_error(error)
+        cause = find_cause(error, OSError)  # torch.save re-raises a failed write as a RuntimeError
         if cause is None or isinstance(error, WriteFailedError):
             raise
         raise WriteFailedError(
@@ -69,17 +69,6 @@ def atomic_path(destination: str | os.PathLike, what: str = "file", overwrite: b
             f"{destination.name} (if any) is intact. Free some space (or pick another folder) and run again."
         ) from error
 
-
-def _os_error(error: BaseException) -> OSError | None:
-    """The OSError behind `error`: writers such as torch.save re-raise a failed write as a RuntimeError."""
-    seen: set[int] = set()
-    current: BaseException | None = error
-    while current is not None and id(current) not in seen:
-        if isinstance(current, OSError):
-            return current
-        seen.add(id(current))
-        current = current.__cause__ or current.__context__
-    return None
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):

@@ -6,12 +6,17 @@ package is) so that Python callers can catch them as usual; ``train.py`` prints 
 
 from __future__ import annotations
 
+from typing import TypeVar
+
+E = TypeVar("E", bound=BaseException)
+
 __all__ = [
     "InvalidInputError",
     "MissingDependencyError",
     "MissingFileError",
     "NonFiniteLossError",
     "WriteFailedError",
+    "find_cause",
     "find_input_error",
 ]
 
@@ -49,10 +54,26 @@ def find_input_error(error: BaseException) -> InvalidInputError | None:
         ...     str(find_input_error(outer))
         'bad k'
     """
+    return find_cause(error, InvalidInputError)
+
+
+def find_cause(error: BaseException, kind: type[E]) -> E | None:
+    """The first exception of `kind` in `error`'s chain (itself, then its causes or contexts), if any.
+
+    Example:
+        >>> try:
+        ...     try:
+        ...         raise OSError(28, "No space left on device")
+        ...     except OSError:
+        ...         raise RuntimeError("unexpected pos")  # how torch.save reports a failed write
+        ... except RuntimeError as outer:
+        ...     find_cause(outer, OSError).strerror
+        'No space left on device'
+    """
     seen: set[int] = set()
     current: BaseException | None = error
     while current is not None and id(current) not in seen:
-        if isinstance(current, InvalidInputError):
+        if isinstance(current, kind):
             return current
         seen.add(id(current))
         current = current.__cause__ or current.__context__

@@ -133,23 +133,20 @@ class KillAtEpochStart(Callback):
 class KillAtStep(Callback):
     """Sends SIGKILL to its own process when training batch `step` (global step) starts: a kill mid-epoch."""
 
+    signal = signal.SIGKILL
+
     def __init__(self, step: int) -> None:
         self.step = step
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         if trainer.global_step == self.step:
-            os.kill(os.getpid(), signal.SIGKILL)
+            os.kill(os.getpid(), self.signal)
 
 
-class TerminateAtStep(Callback):
+class TerminateAtStep(KillAtStep):
     """Sends SIGTERM (what a cluster scheduler sends before it stops a job) to its own process at global step `step`."""
 
-    def __init__(self, step: int) -> None:
-        self.step = step
-
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-        if trainer.global_step == self.step:
-            os.kill(os.getpid(), signal.SIGTERM)
+    signal = signal.SIGTERM
 
 
 class RequeueAtStep(Callback):
