@@ -13,6 +13,8 @@ from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
+from avgk_lightning.atomic import atomic_path
+
 __all__ = ["DECODE_ERRORS", "SCAN_CACHE", "ImageScan", "decode_error", "scan_images"]
 
 # What Pillow raises for a file it cannot decode (Image.DecompressionBombError is not an OSError).
@@ -86,14 +88,11 @@ def _read_cache(path: Path) -> dict[str, list]:
 
 
 def _write_cache(path: Path, root: Path, images: dict[str, list]) -> bool:
-    """Write the cache beside its destination, then rename it over it (never half written); False if not writable."""
-    partial = path.with_name(f"{path.name}.{os.getpid()}.partial")
+    """Write the cache whole or not at all (:func:`~avgk_lightning.atomic.atomic_path`); False if not writable."""
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        partial.write_text(json.dumps({"format": _FORMAT, "root": str(root.resolve()), "images": images}))
-        os.replace(partial, path)
-    except OSError:
-        partial.unlink(missing_ok=True)
+        with atomic_path(path, "image scan cache") as partial:
+            partial.write_text(json.dumps({"format": _FORMAT, "root": str(root.resolve()), "images": images}))
+    except OSError:  # WriteFailedError included: a read-only data folder, then the user cache
         return False
     return True
 

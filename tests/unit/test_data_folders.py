@@ -195,3 +195,13 @@ def test_an_image_that_breaks_after_the_scan_is_replaced_and_named(tmp_path):
         first, second = data.val_dataset[0], data.val_dataset[1]
     assert torch.equal(first[0], second[0]) and first[1] == second[1]  # the next image stands in, label and all
     assert data.val_dataset.replaced == 1
+
+
+def test_replacements_in_loader_workers_are_counted_in_the_main_process(tmp_path):
+    write_image_folder(tmp_path, COUNTS)
+    data = _folder(tmp_path, skip_corrupt=True)
+    data.setup("fit")
+    data.val_dataset.paths[0].write_bytes(b"")
+    loader = torch.utils.data.DataLoader(data.val_dataset, batch_size=1, num_workers=2)
+    assert len(list(loader)) == 2  # the workers' warnings go to their own stderr
+    assert data.val_dataset.replaced == 1  # added in a worker process, read here
