@@ -70,7 +70,6 @@ def atomic_path(destination: str | os.PathLike, what: str = "file", overwrite: b
         ) from error
 
 
-
 class AtomicCheckpointIO(TorchCheckpointIO):
     """``TorchCheckpointIO`` whose local checkpoints are written beside their name, then renamed over it.
 

@@ -29,7 +29,6 @@ import torch
 from torch import Tensor, nn
 
 from avgk_lightning.atomic import atomic_path
-
 from avgk_lightning.checkpoint import read_checkpoint
 from avgk_lightning.checks import check_choice
 from avgk_lightning.errors import InvalidInputError

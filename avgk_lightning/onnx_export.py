@@ -19,7 +19,6 @@ import torch
 from torch import nn
 
 from avgk_lightning.atomic import atomic_path
-
 from avgk_lightning.errors import MissingDependencyError
 
 __all__ = ["INPUT_NAME", "OUTPUT_NAMES", "load_onnx_predictor", "write_onnx"]

@@ -19,7 +19,6 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor
 
 from avgk_lightning.atomic import atomic_path
-
 from avgk_lightning.naming import HEAD_TITLES, format_k, prefix, report_heads
 from avgk_lightning.paths import free_path
 

@@ -12,7 +12,6 @@ from lightning.pytorch.callbacks import BasePredictionWriter
 from lightning.pytorch.utilities import rank_zero_info
 
 from avgk_lightning.atomic import atomic_path
-
 from avgk_lightning.data.base import PADDING, IndexedDataset
 from avgk_lightning.errors import InvalidInputError
 

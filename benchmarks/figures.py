@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import re
 import sys
 from collections.abc import Sequence
@@ -32,10 +33,10 @@ sys.path.insert(0, str(ROOT))
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
-from avgk_lightning.naming import format_k  # noqa: E402
-from benchmarks.compare import (  # noqa: E402
+from avgk_lightning.naming import format_k
+from benchmarks.compare import (
     CHOSEN_PREFIX,
     SET_PREFIX,
     SOFTMAX_PREFIX,
@@ -217,7 +218,7 @@ def plot_noise(curves: dict[float, list[tuple[float, list[float]]]], title: str)
 
 def plot_grid(settings: Sequence[str], titles: Sequence[str], cells: Sequence[Sequence[list[float] | None]]) -> Any:
     means = [[float("nan") if c is None else sum(c) / len(c) for c in row] for row in cells]
-    bound = max([abs(value) for row in means for value in row if value == value] + [0.01])
+    bound = max([abs(value) for row in means for value in row if not math.isnan(value)] + [0.01])
     figure, axes = plt.subplots(figsize=(2.5 + 0.95 * len(titles), 2.2 + 0.42 * len(settings)))
     image = axes.imshow(means, cmap="RdBu", vmin=-bound, vmax=bound, aspect="auto")
     for row, row_cells in enumerate(cells):

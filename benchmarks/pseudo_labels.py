@@ -134,9 +134,7 @@ class PseudoLabelAudit(Callback):
         probe = slice(0, self.probe)
         pl_module.eval()
         images = data.prepare_images(data.train_dataset.images[probe].to(pl_module.device))
-        row.update(
-            self.gradient_shares(pl_module, images, noisy[probe], None if labels is None else labels[probe])
-        )
+        row.update(self.gradient_shares(pl_module, images, noisy[probe], None if labels is None else labels[probe]))
         pl_module.train(was_training)
         self.rows.append(row)
 
@@ -162,9 +160,7 @@ def table(rows: Sequence[dict[str, float]]) -> str:
     """The Markdown table of the audit rows."""
     lines = ["| " + " | ".join(title for _, title in COLUMNS) + " |", "|---" * len(COLUMNS) + "|"]
     for row in rows:
-        cells = [str(int(row["epoch"]))] + [
-            "" if math.isnan(row[key]) else f"{row[key]:.4f}" for key, _ in COLUMNS[1:]
-        ]
+        cells = [str(int(row["epoch"]))] + ["" if math.isnan(row[key]) else f"{row[key]:.4f}" for key, _ in COLUMNS[1:]]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -203,9 +199,7 @@ def main(argv: Sequence[str] | None = None) -> str:
         f"Command: `{command.strip()}`\n\nMethod {args.method}, K={format_k(args.k)}, noise {args.noise} "
         f"({len(cli.datamodule.noisy_indices)} of {len(cli.datamodule.train_dataset)} training labels wrong), "
         f"seed {args.seed} (also the split and noise seed), overrides {args.set or 'none'}. Columns 3-4 and 6-7 are "
-        "fractions of the images whose training label is wrong.\n\n"
-        + table(audit.rows)
-        + "\n"
+        "fractions of the images whose training label is wrong.\n\n" + table(audit.rows) + "\n"
     )
     print(text)
     if args.out is not None:

@@ -197,8 +197,7 @@ class FillDiskAtEpochStart(Callback):
             free = stats.f_bavail * stats.f_frsize - int(self.leave_mb * 2**20)
             with open(Path(trainer.default_root_dir) / "filler", "wb") as filler:
                 filler.truncate(0)
-                for _ in range(max(0, free) // 2**20):
-                    filler.write(bytes(2**20))
+                filler.writelines(bytes(2**20) for _ in range(max(0, free) // 2**20))
 
 
 def cli_args(config: str = "synthetic_two_head.yaml", max_epochs: int = 1, **data_args: object) -> list[str]:

@@ -13,9 +13,8 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from avgk_lightning.batch import Batch, collate_batch
-from avgk_lightning.data.resumable import ReplayableDistributedSampler, ReplayableRandomSampler, ResumableLoader
 from avgk_lightning.checks import check_integer
-
+from avgk_lightning.data.resumable import ReplayableDistributedSampler, ReplayableRandomSampler, ResumableLoader
 
 # The index an EvaluationSampler gives a process with no sample of its own: sample 0, to be dropped.
 PADDING = -1
@@ -162,7 +161,7 @@ class AverageKDataModule(LightningDataModule, ABC):
             # The shuffle Lightning would use (RandomSampler, or its DistributedSampler under DDP), made
             # replayable: a run resumed from a checkpoint written mid-epoch continues the same epoch.
             if world_size > 1:
-                seed = int(os.getenv("PL_GLOBAL_SEED", 0))
+                seed = int(os.getenv("PL_GLOBAL_SEED", "0"))
                 rank = trainer.global_rank
                 sampler = ReplayableDistributedSampler(dataset, world_size, rank, shuffle=True, seed=seed)
             else:

@@ -3,6 +3,7 @@
 The disk is a real one: a small tmpfs mounted for the test (root only; elsewhere the tests say why they skip).
 """
 
+import os
 import subprocess
 
 import pytest
@@ -19,7 +20,8 @@ def small_disk(tmp_path):
     """A tmpfs of 400 MB at tmp_path/disk, unmounted afterwards."""
     mount = tmp_path / "disk"
     mount.mkdir()
-    result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=400m", "tmpfs", str(mount)], capture_output=True)
+    command = ["mount", "-t", "tmpfs", "-o", "size=400m", "tmpfs", str(mount)]
+    result = subprocess.run(command, check=False, capture_output=True)
     if result.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here (needs root): {result.stderr.decode().strip()}")
     yield mount
@@ -30,11 +32,15 @@ def test_a_failed_write_keeps_the_previous_file_and_leaves_no_partial_one(small_
     path = small_disk / "record.bin"
     path.write_bytes(b"the previous content")
     (small_disk / "filler").write_bytes(b"")
-    with pytest.raises(WriteFailedError, match=f"Cannot write file {path}: No space left on device. Nothing was"):
-        with atomic_path(path) as partial, open(small_disk / "filler", "ab") as filler:
-            partial.write_bytes(b"new")
-            while True:  # fill the disk, then write the rest of the new file
-                filler.write(bytes(2**24))
+    message = f"Cannot write file {path}: No space left on device. Nothing was"
+    with (
+        pytest.raises(WriteFailedError, match=message),
+        atomic_path(path) as partial,
+        open(small_disk / "filler", "ab") as filler,
+    ):
+        partial.write_bytes(b"new")
+        while True:  # fill the disk, then write the rest of the new file
+            filler.write(bytes(2**24))
     assert path.read_bytes() == b"the previous content"
     assert sorted(p.name for p in small_disk.iterdir()) == ["filler", "record.bin"]
 
@@ -74,7 +80,8 @@ def test_a_full_disk_during_an_export_keeps_the_previous_export_whole(small_disk
     path = export_set_predictor(model, small_disk / name, input_shape=(3, 28, 28), file_format=file_format)
     before = path.read_bytes()
     with open(small_disk / "filler", "wb") as filler:  # leave less than one export free
-        free = (lambda stats: stats.f_bavail * stats.f_frsize)(__import__("os").statvfs(small_disk))
+        stats = os.statvfs(small_disk)
+        free = stats.f_bavail * stats.f_frsize
         filler.write(bytes(max(0, free - len(before) // 2)))
     with pytest.raises(WriteFailedError, match=f"Cannot write export {path}: No space left on device"):
         export_set_predictor(model, path, input_shape=(3, 28, 28), file_format=file_format)

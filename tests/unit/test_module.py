@@ -203,9 +203,7 @@ def test_predict_head_names_its_choices_and_what_an_older_checkpoint_lacks():
     expected_sets = [[j for j, kept in enumerate(row) if kept] for row in expected]
     assert [sorted(s) for s in model.predict_sets(images)] == expected_sets
     calibration = Calibration()
-    calibration.load_state_dict(
-        {**state, "validation_accuracy": {"multilabel": {2.0: 0.7}, "softmax": {2.0: 0.7}}}
-    )
+    calibration.load_state_dict({**state, "validation_accuracy": {"multilabel": {2.0: 0.7}, "softmax": {2.0: 0.7}}})
     assert calibration.better_head(["multilabel", "softmax"], 2) == "multilabel"  # a tie keeps the set head
     with pytest.raises(InvalidInputError, match="K=3 \\(argument `k`\\) was not calibrated"):
         calibration.better_head(["multilabel", "softmax"], 3, argument="k")
