@@ -42,6 +42,9 @@ class PseudoLabelThreshold(Callback):
     * ``train/pseudo_label_threshold``: with ``scope="epoch"``, the λ_pl computed from this epoch's
       statistics (used by the next epoch); with ``scope="batch"``, the mean of the batch thresholds.
 
+    A module with a multi-label head per K (``k: [1.5, 2, 3]``) gets one λ_pl per K from the same
+    histogram, and both values are logged per K (``train/pseudo_label_threshold@2``, ...).
+
     The threshold for the next epoch is saved in checkpoints and restored on resume; a checkpoint
     written in the middle of an epoch (``val_check_interval < 1``, ``every_n_train_steps``) also keeps
     the epoch's counts so far, so that the resumed run ends the epoch with the same λ_pl.
@@ -105,17 +108,9 @@ class PseudoLabelThreshold(Callback):
         if self._rule(pl_module) is None or not self.statistics.accumulating:
             return
         merge_across_processes(self.statistics, lambda totals: trainer.strategy.reduce(totals, reduce_op="sum"))
-        if self.statistics.set_size is None:
-            return
-        pl_module.log_dict(
-            {
-                "train/pseudo_label_threshold": float(self.statistics.logged_threshold),
-                "train/pseudo_label_set_size": self.statistics.set_size,
-            },
-            on_step=False,
-            on_epoch=True,
-            sync_dist=False,
-        )
+        logged = self.statistics.logged()
+        if logged:
+            pl_module.log_dict(logged, on_step=False, on_epoch=True, sync_dist=False)
 
     def state_dict(self) -> dict[str, Any]:
         return self.statistics.state_dict()

@@ -1,12 +1,12 @@
 """The checkpoint format of avgk-lightning and its compatibility rules, shared by the module, the CLI and export.
 
-Besides Lightning's own entries, a checkpoint holds under ``"average_k"``: the number of classes and the
-training `method`, the λ_K and coverage thresholds calibrated on validation (per head and K), the
+Besides Lightning's own entries, a checkpoint holds under ``"average_k"``: the number of classes, the
+training `method`, the K of the multi-label heads (``trained_ks``: one head per K), the λ_K and coverage thresholds calibrated on validation (per head and K), the
 per-epoch training state of the loss (:meth:`~avgk_lightning.losses.AverageKLoss.epoch_states`) and the
 random generator states (:mod:`avgk_lightning.resume`). Everything loads with ``weights_only=True``.
 
 A checkpoint is refused, with one message naming the file or the argument, when it cannot be read
-(missing, truncated, corrupt), is not one of ours, or was trained for another data set or method.
+(missing, truncated, corrupt), is not one of ours, or was trained for another data set, method or list of K.
 """
 
 from __future__ import annotations
@@ -19,13 +19,23 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from avgk_lightning.errors import InvalidInputError, MissingFileError
+from avgk_lightning.naming import format_k
 from avgk_lightning.resume import collect_rng_states, restore_rng_states
 
 if TYPE_CHECKING:
     from avgk_lightning.evaluation import Calibration
     from avgk_lightning.losses import AverageKLoss
 
-__all__ = ["CHECKPOINT_KEY", "check_compatible", "check_method", "load", "read_checkpoint", "save", "upgrade"]
+__all__ = [
+    "CHECKPOINT_KEY",
+    "check_compatible",
+    "check_method",
+    "check_trained_ks",
+    "load",
+    "read_checkpoint",
+    "save",
+    "upgrade",
+]
 
 CHECKPOINT_KEY = "average_k"
 # Prefixes of the network's weights: the module held backbone and heads directly before models.TwoHeadNetwork.
@@ -71,6 +81,33 @@ def check_method(saved: str, asked: str, path: str | Path | None = None) -> None
         )
 
 
+def check_trained_ks(saved: list[float] | None, asked: tuple[float, ...]) -> None:
+    """Refuse a checkpoint whose multi-label heads were trained for other K than the model's (one head per K).
+
+    Models of one K keep loading each other's checkpoints (their one head is evaluated at every K); a
+    checkpoint without the entry (written before multi-K models existed) has one head.
+
+    Example:
+        >>> check_trained_ks([2.0, 3.0], (2.0,))
+        Traceback (most recent call last):
+        ...
+        avgk_lightning.errors.InvalidInputError: The checkpoint has a multi-label head for each K = 2, 3, but the model asks for K = 2 (argument `k`): pass --model.init_args.k [2,3], or a checkpoint trained for these K.
+    """
+    saved_ks = None if saved is None else tuple(float(k) for k in saved)
+    if len(asked) == 1 and (saved_ks is None or len(saved_ks) == 1) or saved_ks == tuple(asked):
+        return
+    trained = (
+        "one multi-label head"
+        if saved_ks is None
+        else f"a multi-label head for each K = {', '.join(map(format_k, saved_ks))}"
+    )
+    fix = "one number" if saved_ks is None or len(saved_ks) == 1 else "[" + ",".join(map(format_k, saved_ks)) + "]"
+    raise InvalidInputError(
+        f"The checkpoint has {trained}, but the model asks for K = {', '.join(map(format_k, asked))} (argument "
+        f"`k`): pass --model.init_args.k {fix}, or a checkpoint trained for these K."
+    )
+
+
 def check_compatible(checkpoint: dict[str, Any], num_classes: int, class_names: list[str] | None, method: str) -> None:
     """Refuse a checkpoint of another data set (classes) or another method, naming the difference."""
     saved = checkpoint[CHECKPOINT_KEY]
@@ -106,12 +143,18 @@ def upgrade(checkpoint: dict[str, Any]) -> None:
 
 
 def save(
-    checkpoint: dict[str, Any], num_classes: int, method: str, calibration: Calibration, loss: AverageKLoss
+    checkpoint: dict[str, Any],
+    num_classes: int,
+    method: str,
+    calibration: Calibration,
+    loss: AverageKLoss,
+    trained_ks: tuple[float, ...],
 ) -> None:
     """Add the ``"average_k"`` entry of the module to a checkpoint Lightning is saving."""
     checkpoint[CHECKPOINT_KEY] = {
         "num_classes": num_classes,
         "method": method,
+        "trained_ks": list(trained_ks),
         **calibration.state_dict(),
         "rng_states": collect_rng_states(),
         "loss_state": {name: state.state_dict() for name, state in loss.epoch_states().items()},
@@ -125,6 +168,7 @@ def load(
     method: str,
     calibration: Calibration,
     loss: AverageKLoss,
+    trained_ks: tuple[float, ...],
 ) -> None:
     """Upgrade and check a checkpoint being loaded, then restore the calibration, loss state and random streams."""
     upgrade(checkpoint)
@@ -132,6 +176,7 @@ def load(
         return
     check_compatible(checkpoint, num_classes, class_names, method)
     saved = checkpoint[CHECKPOINT_KEY]
+    check_trained_ks(saved.get("trained_ks"), trained_ks)
     calibration.load_state_dict(saved)
     for name, state in loss.epoch_states().items():
         state.load_state_dict(saved.get("loss_state", {}).get(name, {}))

@@ -158,11 +158,15 @@ def check_module_arguments(
 ) -> None:
     """The argument checks of :class:`~avgk_lightning.TwoHeadModule` (K, classes, evaluated K, coverages)."""
     check_num_classes(num_classes)
-    if not _is_number(k) or not 1 <= k < num_classes:
+    values = list(k) if isinstance(k, Sequence) and not isinstance(k, str) else [k]
+    if not values or not all(_is_number(value) and 1 <= value < num_classes for value in values):
         raise InvalidInputError(
-            f"Expected argument `k` to be a number in [1, num_classes={num_classes}), but got {k!r}: "
-            "it is the average number of positive pseudo-labels, the true label included"
+            f"Expected argument `k` to be a number in [1, num_classes={num_classes}), or a list of them (a "
+            f"multi-label head per K), but got {k!r}: it is the average number of positive pseudo-labels, the "
+            "true label included"
         )
+    if len({float(value) for value in values}) != len(values):
+        raise InvalidInputError(f"Expected the K of argument `k` to be distinct, but got {list(k)!r}")
     for name, values in (("class_names", class_names), ("class_counts", class_counts)):
         if values is not None and len(values) != num_classes:
             raise InvalidInputError(

@@ -96,6 +96,11 @@ class Evaluation(nn.Module):
     `heads` are the heads the method trains, the set head first; the Bayes oracle (``"oracle"``) is
     evaluated too where the data provide posteriors. Test metrics add the diagnostics breakdowns.
 
+    With `multilabel_ks` (a network with one multi-label head per K, whose ``multilabel`` scores are
+    (B, n, L)), head i is evaluated at ``multilabel_ks[i]`` alone, and the coverage thresholds come from
+    the first one; their results are merged into the one ``multilabel`` result, so that the names, the
+    calibration and the report are those of a single head. Every other head is evaluated at every K of `ks`.
+
     Example:
         >>> import torch
         >>> evaluation = Evaluation(3, heads=["softmax"], ks=[1.5])
@@ -113,35 +118,52 @@ class Evaluation(nn.Module):
         coverages: Sequence[float] = (),
         class_counts: Sequence[int] | None = None,
         frequency_boundaries: Sequence[int] = (20, 100),
+        multilabel_ks: Sequence[float] | None = None,
     ) -> None:
         super().__init__()
         self.network_heads = list(heads)  # the network's evaluated heads, the set head first
         self.heads = [*heads, "oracle"]
         self.set_head = heads[0]
+        self.multilabel_ks = None if multilabel_ks is None else [float(k) for k in multilabel_ks]
         test_options = {"class_counts": class_counts, "diagnostics": True, "frequency_boundaries": frequency_boundaries}
-        self.metrics = nn.ModuleDict(
-            {
-                f"{stage}_{head}": AverageKEvaluation(
-                    num_classes, ks, coverages=coverages, **(test_options if stage == "test" else {})
-                )
-                for stage in STAGES
-                for head in self.heads
-            }
-        )
+        metrics = {}
+        for stage in STAGES:
+            options = test_options if stage == "test" else {}
+            for head in self.heads:
+                if head == "multilabel" and self.multilabel_ks is not None:
+                    for index, k in enumerate(self.multilabel_ks):
+                        metrics[f"{stage}_{head}_{index}"] = AverageKEvaluation(
+                            num_classes, [k], coverages=coverages if index == 0 else (), **options
+                        )
+                else:
+                    metrics[f"{stage}_{head}"] = AverageKEvaluation(num_classes, ks, coverages=coverages, **options)
+        self.metrics = nn.ModuleDict(metrics)
+
+    def _parts(self, stage: str, head: str) -> list[AverageKEvaluation]:
+        """The metrics of `head` at `stage`: one, or one per K for the multi-label heads of several K."""
+        if head == "multilabel" and self.multilabel_ks is not None:
+            return [self.metrics[f"{stage}_{head}_{index}"] for index in range(len(self.multilabel_ks))]
+        return [self.metrics[f"{stage}_{head}"]]
 
     def update(self, stage: str, scores: Mapping[str, Tensor], target: Tensor) -> None:
         """Add a batch: the scores of each head (and of the oracle) with the true labels."""
         for head, head_scores in scores.items():
-            self.metrics[f"{stage}_{head}"].update(head_scores, target)
+            parts = self._parts(stage, head)
+            if len(parts) == 1 and head_scores.ndim == 2:
+                parts[0].update(head_scores, target)
+            else:
+                for index, metric in enumerate(parts):
+                    metric.update(head_scores[:, index], target)
 
     def compute(self, stage: str) -> dict[str, EvaluationResult]:
         """The result of every head that saw data at `stage`, in report order; the metrics are reset."""
         results = {}
         for head in self.heads:
-            metric = self.metrics[f"{stage}_{head}"]
-            if metric.update_called:
-                results[head] = metric.compute()
-                metric.reset()
+            parts = [metric for metric in self._parts(stage, head) if metric.update_called]
+            if parts:
+                results[head] = _merged([metric.compute() for metric in parts])
+                for metric in parts:
+                    metric.reset()
         return results
 
     def apply(self, calibration: Calibration) -> None:
@@ -154,7 +176,8 @@ class Evaluation(nn.Module):
                 "`validate` first in the same session."
             )
         for head, thresholds in calibration.average_k.items():
-            self.metrics[f"test_{head}"].set_thresholds(thresholds, calibration.coverage.get(head, {}))
+            for metric in self._parts("test", head):
+                metric.set_thresholds(thresholds, calibration.coverage.get(head, {}))
 
     def logged(self, stage: str, results: Mapping[str, EvaluationResult]) -> dict[str, float]:
         """Every value of `results` under its logged name (:func:`~avgk_lightning.naming.metric_name`)."""
@@ -163,3 +186,17 @@ class Evaluation(nn.Module):
             for head, result in results.items()
             for name, value in result.items()
         }
+
+
+def _merged(results: Sequence[EvaluationResult]) -> EvaluationResult:
+    """One result from those of several heads evaluated at distinct K (each name comes from one of them)."""
+    if len(results) == 1:
+        return results[0]
+    merged = EvaluationResult(values={}, thresholds={})
+    for result in results:
+        merged.values.update(result.values)
+        merged.thresholds.update(result.thresholds)
+        merged.coverage_thresholds.update(result.coverage_thresholds)
+        merged.set_size_histograms.update(result.set_size_histograms)
+        merged.per_class_accuracy.update(result.per_class_accuracy)
+    return merged

@@ -56,7 +56,9 @@ class SetPredictor(nn.Module):
         super().__init__()
         self.set_head = module.prediction_head(k, argument)
         self.backbone = module.network.backbone
-        self.head = module.network.head(self.set_head)
+        k = module.predict_k if k is None else float(k)
+        index = module.ks.index(k) if self.set_head == "multilabel" and len(module.ks) > 1 else None
+        self.head = module.network.head(self.set_head, index)  # of a multi-label head per K, the one of `k`
         self.register_buffer("threshold", torch.tensor(module.calibrated_threshold(k, argument), dtype=torch.float32))
 
     def forward(self, images: Tensor) -> tuple[Tensor, Tensor]:

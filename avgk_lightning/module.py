@@ -22,7 +22,7 @@ from avgk_lightning.functional import average_k_sets, ordered_sets
 from avgk_lightning.losses import build_loss
 from avgk_lightning.metrics import EvaluationResult
 from avgk_lightning.models import TwoHeadNetwork, create_backbone
-from avgk_lightning.naming import monitor_name
+from avgk_lightning.naming import format_k, monitor_name
 from avgk_lightning.pseudo_labels import PseudoLabelRule
 from avgk_lightning.recipes import reference_optimizer, reference_scheduler
 from avgk_lightning.report import test_report
@@ -59,7 +59,10 @@ class TwoHeadModule(LightningModule):
         small_input_stem: for 32x32 inputs (CIFAR): a ResNet stem of one 3x3 stride-1 convolution.
         method: the training loss: a name of :data:`~avgk_lightning.losses.LOSSES` or the dotted path of an
             :class:`~avgk_lightning.losses.AverageKLoss` subclass.
-        k: target average set size of the pseudo-labels (and the expected positives of EPR and ROLE), in [1, L).
+        k: target average set size of the pseudo-labels (and the expected positives of EPR and ROLE), in [1, L);
+            or a list of them (``two_head``): one multi-label head per K on the same backbone, each trained on
+            the pseudo-labels of its K and evaluated at it. The first K is the model's K: it picks the best
+            checkpoint (``monitor_name``) and is the default `predict_k`.
         mu: weight of the multi-label term of the two-head loss.
         loss_options: the loss's own keyword arguments, e.g. ``{bce_reduction: mean}`` (two_head).
         eval_ks: the K values evaluated; default 1, 2, 3, 5, 10 (those below L), plus `k`.
@@ -93,7 +96,7 @@ class TwoHeadModule(LightningModule):
         weights_path: str | None = None,
         small_input_stem: bool = False,
         method: str = "two_head",
-        k: float = 3.0,
+        k: float | Sequence[float] = 3.0,
         mu: float = 1.0,
         loss_options: dict[str, Any] | None = None,
         eval_ks: Sequence[float] | None = None,
@@ -112,29 +115,43 @@ class TwoHeadModule(LightningModule):
             num_classes, k, class_names, class_counts, eval_ks, predict_k, coverages, frequency_boundaries
         )
         self.save_hyperparameters(ignore=["optimizer", "lr_scheduler"])
-        self.num_classes, self.k, self.method = num_classes, float(k), method
+        #: the K of the multi-label heads, one head each (a single K: one head, evaluated at every K)
+        self.ks = tuple(float(value) for value in k) if isinstance(k, Sequence) else (float(k),)
+        self.num_classes, self.k, self.method = num_classes, self.ks[0], method
         self.class_names = None if class_names is None else list(class_names)
         self.class_counts = None if class_counts is None else [int(count) for count in class_counts]
         self.loss = build_loss(method, num_classes=num_classes, k=self.k, mu=mu, options=loss_options)
+        if len(self.ks) > 1 and not self.loss.uses_pseudo_labels:
+            raise InvalidInputError(
+                f"A list of K (argument `k` = {list(self.ks)}) trains one multi-label head per K on its own "
+                f"pseudo-labels, which method={method!r} does not use: pass one K, or method two_head."
+            )
         self.predict_k = self.k if predict_k is None else float(predict_k)
         default_ks = [value for value in DEFAULT_EVAL_KS if value < num_classes]
-        self.eval_ks = sorted({*map(float, default_ks if eval_ks is None else eval_ks), self.k, self.predict_k})
+        self.eval_ks = sorted({*map(float, default_ks if eval_ks is None else eval_ks), *self.ks, self.predict_k})
         self.coverages = [float(coverage) for coverage in coverages]
         self.optimizer_factory, self.lr_scheduler_factory = optimizer, lr_scheduler
-        self.pseudo_label_rule = PseudoLabelRule(self.k) if self.loss.uses_pseudo_labels else None
+        rule_k = self.k if len(self.ks) == 1 else self.ks
+        self.pseudo_label_rule = PseudoLabelRule(rule_k) if self.loss.uses_pseudo_labels else None
         self.calibration = Calibration()
         self.test_results: dict[str, EvaluationResult] = {}  # per head, from the last `test`
 
         if predict_head is not None:
             check_choice("predict_head", predict_head, ("validation", *self.loss.trained_heads))
         self.predict_head = predict_head
-        self.network = TwoHeadNetwork(*self.build_backbone(), num_classes)
+        self.network = TwoHeadNetwork(*self.build_backbone(), num_classes, multilabel_heads=len(self.ks))
         trained, set_head = self.loss.trained_heads, self.loss.set_head
         for head in {"softmax", "multilabel"} - set(trained):
             self.network.head(head).requires_grad_(False)
         heads = [set_head] + [head for head in trained if head != set_head]
         self.evaluation = Evaluation(
-            num_classes, heads, self.eval_ks, self.coverages, self.class_counts, frequency_boundaries
+            num_classes,
+            heads,
+            self.eval_ks,
+            self.coverages,
+            self.class_counts,
+            frequency_boundaries,
+            multilabel_ks=self.ks if len(self.ks) > 1 else None,
         )
 
     @property
@@ -267,13 +284,18 @@ class TwoHeadModule(LightningModule):
         self.log_dict(logged, sync_dist=False)
         if self.trainer.is_global_zero:
             set_head = self.loss.set_head
-            rank_zero_info(test_report(self.test_results, logged, self.eval_ks, self.k, set_head, self.coverages))
+            multilabel_ks = self.ks if len(self.ks) > 1 else None
+            rank_zero_info(
+                test_report(self.test_results, logged, self.eval_ks, self.k, set_head, self.coverages, multilabel_ks)
+            )
 
     def prediction_head(self, k: float | None = None, argument: str = "predict_k") -> str:
         """The head whose sets are predicted at `k` (default `predict_k`): see the `predict_head` argument.
 
         With ``predict_head: validation``, the head of :attr:`evaluation_heads` with the higher validation
-        average-K accuracy at `k` (the set head on a tie), as recorded with the checkpoint's λ_K.
+        average-K accuracy at `k` (the set head on a tie), as recorded with the checkpoint's λ_K. A model
+        with a multi-label head per K serves other K from its softmax head only: there, ``validation``
+        gives the softmax head, and a multi-label head is an error naming the trained K.
 
         Example:
             >>> model = TwoHeadModule(num_classes=5, k=2, predict_head="validation")
@@ -282,12 +304,19 @@ class TwoHeadModule(LightningModule):
             >>> model.prediction_head(), TwoHeadModule(num_classes=5, k=2).prediction_head()
             ('softmax', 'multilabel')
         """
-        if self.predict_head is None:
-            return self.loss.set_head
-        if self.predict_head != "validation":
-            return self.predict_head
         k = self.predict_k if k is None else float(k)
-        return self.calibration.better_head(self.evaluation_heads, k, argument)
+        trained = len(self.ks) == 1 or k in self.ks
+        if self.predict_head == "validation":
+            heads = [head for head in self.evaluation_heads if trained or head != "multilabel"]
+            return self.calibration.better_head(heads, k, argument)
+        head = self.loss.set_head if self.predict_head is None else self.predict_head
+        if head == "multilabel" and not trained:
+            raise InvalidInputError(
+                f"K={format_k(k)} (argument `{argument}`) was not trained: this model's multi-label heads serve K = "
+                f"{', '.join(map(format_k, self.ks))}. Pick one of them, or predict_head softmax (calibrated at "
+                "every K of eval_ks)."
+            )
+        return head
 
     def calibrated_threshold(self, k: float | None = None, argument: str = "predict_k") -> float:
         """The λ_K of the :meth:`prediction_head` calibrated on validation for `k` (default `predict_k`).
@@ -297,11 +326,16 @@ class TwoHeadModule(LightningModule):
         k = self.predict_k if k is None else float(k)
         return self.calibration.threshold(self.prediction_head(k, argument), k, argument)
 
+    def _head_scores(self, images: Tensor, head: str, k: float) -> Tensor:
+        """(N, L) scores of `head` for `images`; of the multi-label head of `k` where there is one per K."""
+        scores = self.network.scores(images, [head])[head]
+        return scores if scores.ndim == 2 else scores[:, self.ks.index(float(k))]
+
     def predict_step(self, batch: Batch | Sequence[Tensor] | Tensor, batch_idx: int) -> dict[str, Any]:
         """Scores of the :meth:`prediction_head`, the boolean set mask at K = `predict_k`, that K and its λ_K."""
         threshold = self.calibrated_threshold()
         head = self.prediction_head()
-        scores = self.network.scores(Batch.of(batch).images, [head])[head]
+        scores = self._head_scores(Batch.of(batch).images, head, self.predict_k)
         return {
             "scores": scores,
             "sets": average_k_sets(scores, threshold),
@@ -318,12 +352,13 @@ class TwoHeadModule(LightningModule):
 
         Example (with a trained model): ``model.predict_sets(images, k=3)`` -> ``[[4, 17], [8], ...]``.
         """
+        k = self.predict_k if k is None else float(k)
         threshold = self.calibrated_threshold(k)
         head = self.prediction_head(k)
         was_training = self.training
         self.eval()
         try:
-            scores = self.network.scores(images.to(self.device), [head])[head]
+            scores = self._head_scores(images.to(self.device), head, k)
         finally:
             self.train(was_training)
         return ordered_sets(scores, threshold)
@@ -352,7 +387,9 @@ class TwoHeadModule(LightningModule):
                 f"{self.current_epoch}): training stopped and no checkpoint of them was written. The last good "
                 f"weights are in {self._last_good_checkpoint()}. Lower the learning rate, or check the data."
             )
-        checkpoint_format.save(checkpoint, self.num_classes, self.method, self.calibration, self.loss)
+        checkpoint_format.save(checkpoint, self.num_classes, self.method, self.calibration, self.loss, self.ks)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint_format.load(checkpoint, self.num_classes, self.class_names, self.method, self.calibration, self.loss)
+        checkpoint_format.load(
+            checkpoint, self.num_classes, self.class_names, self.method, self.calibration, self.loss, self.ks
+        )

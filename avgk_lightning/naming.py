@@ -10,7 +10,7 @@ in place of K (``test/coverage@0.9``). The reports, the plots, the checkpoint mo
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 
 __all__ = [
     "HEAD_TITLES",
@@ -56,14 +56,16 @@ def metric_name(stage: str, head: str, set_head: str, name: str, k: float | None
     return prefix(stage, head, set_head) + (name if k is None else f"{name}@{format_k(k)}")
 
 
-def monitor_name(k: float) -> str:
+def monitor_name(k: float | Sequence[float]) -> str:
     """The validation metric that selects the best checkpoint: the set head's average-K accuracy at `k`.
 
+    For a list of K (a multi-label head per K), at the first one.
+
     Example:
-        >>> monitor_name(3.0)
-        'val/avgk_acc@3'
+        >>> monitor_name(3.0), monitor_name([2, 3])
+        ('val/avgk_acc@3', 'val/avgk_acc@2')
     """
-    return f"val/avgk_acc@{format_k(k)}"
+    return f"val/avgk_acc@{format_k(k[0] if isinstance(k, Sequence) else k)}"
 
 
 def report_heads(set_head: str) -> list[str]:

@@ -9,7 +9,7 @@ one. That rule and that step are the whole interface between the callback and th
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, NamedTuple
 
@@ -19,6 +19,7 @@ from torch import Tensor
 from avgk_lightning.checks import check_choice
 from avgk_lightning.epoch_state import EpochState
 from avgk_lightning.functional import _batch_pseudo_label_threshold, _pseudo_labels
+from avgk_lightning.naming import format_k
 
 __all__ = [
     "NonTrueScoreHistogram",
@@ -115,16 +116,24 @@ class NonTrueScoreHistogram:
 
 
 class PseudoLabelStep(NamedTuple):
-    """What one training step did with the pseudo-labels (returned under ``"pseudo_labels"``)."""
+    """What one training step did with the pseudo-labels (returned under ``"pseudo_labels"``).
 
-    #: (B, L) float pseudo-labels: the true label, plus the non-true classes scoring at least λ_pl
+    With one K the labels are (B, L) and the threshold 0-d; with n K (a multi-label head per K) the
+    labels are (B, n, L) and the thresholds (n,), in the order of the rule's `k`.
+    """
+
+    #: float pseudo-labels: the true label, plus the non-true classes scoring at least λ_pl
     labels: Tensor
     #: (B, L) softmax scores they were read from (float32, no gradient)
     softmax_probs: Tensor
     #: (B,) the training labels
     target: Tensor
-    #: the λ_pl applied (0-d tensor: the epoch's, or the batch rule's)
+    #: the λ_pl applied (the epoch's, or the batch rule's)
     threshold: Tensor
+
+
+def _as_ks(k: float | Sequence[float]) -> tuple[float, ...]:
+    return tuple(float(value) for value in k) if isinstance(k, Sequence) else (float(k),)
 
 
 @dataclass
@@ -135,24 +144,43 @@ class PseudoLabelRule:
     it is None (the first epoch, or ``scope="batch"``) each batch uses the batch rule: the B·(K - 1)
     largest non-true scores of the batch lie above its λ_pl.
 
+    With a sequence of K (one multi-label head per K), every K gets its own pseudo-labels from the same
+    softmax scores: the labels are (B, n, L) and `threshold` holds one λ_pl per K.
+
     Example:
         >>> rule = PseudoLabelRule(k=1.5)
         >>> step = rule(torch.tensor([[2.0, 1.0, 0.0], [0.0, 0.0, 3.0]]), torch.tensor([0, 2]))
         >>> step.labels.tolist()  # one non-true positive in the batch of two
         [[1.0, 1.0, 0.0], [0.0, 0.0, 1.0]]
+        >>> PseudoLabelRule(k=(1, 1.5))(torch.tensor([[2.0, 1.0, 0.0], [0.0, 0.0, 3.0]]), torch.tensor([0, 2])).labels[0]
+        tensor([[1., 0., 0.],
+                [1., 1., 0.]])
     """
 
-    k: float
-    threshold: float | None = None
+    k: float | tuple[float, ...]
+    threshold: float | list[float] | None = None
+
+    @property
+    def ks(self) -> tuple[float, ...]:
+        """The target sizes, one per multi-label head (one entry for a single K)."""
+        return _as_ks(self.k)
 
     def __call__(self, softmax_logits: Tensor, target: Tensor) -> PseudoLabelStep:
         """Pseudo-labels for a batch of softmax-head logits and its training labels."""
         probs = softmax_logits.detach().float().softmax(dim=1)
+        if not isinstance(self.k, Sequence):
+            if self.threshold is None:
+                threshold = _batch_pseudo_label_threshold(probs, target, self.k)
+            else:
+                threshold = torch.tensor(self.threshold, device=probs.device)
+            return PseudoLabelStep(_pseudo_labels(probs, target, threshold), probs, target, threshold)
         if self.threshold is None:
-            threshold = _batch_pseudo_label_threshold(probs, target, self.k)
+            thresholds = torch.stack([_batch_pseudo_label_threshold(probs, target, k) for k in self.k])
         else:
-            threshold = torch.tensor(self.threshold, device=probs.device)
-        return PseudoLabelStep(_pseudo_labels(probs, target, threshold), probs, target, threshold)
+            thresholds = torch.tensor(self.threshold, device=probs.device)
+        labels = probs.unsqueeze(1) >= thresholds.view(1, -1, 1)
+        labels[torch.arange(probs.shape[0], device=probs.device), :, target] = True
+        return PseudoLabelStep(labels.to(probs.dtype), probs, target, thresholds)
 
 
 class PseudoLabelStatistics(EpochState):
@@ -164,6 +192,10 @@ class PseudoLabelStatistics(EpochState):
     (K - 1)·N of the epoch's N·(L - 1) non-true scores lie above it, and :attr:`set_size` /
     :attr:`logged_threshold` for the logs. With ``scope="batch"`` no histogram is kept and
     :attr:`threshold` stays None.
+
+    The histogram does not depend on K: with several K (a sequence given to :meth:`start_epoch`) the
+    same counts give one λ_pl per K, and :attr:`threshold`, :attr:`set_size` and
+    :attr:`logged_threshold` are lists in the order of the K.
 
     Example:
         >>> statistics = PseudoLabelStatistics("epoch")
@@ -177,30 +209,35 @@ class PseudoLabelStatistics(EpochState):
     def __init__(self, scope: Literal["epoch", "batch"] = "epoch") -> None:
         check_choice("scope", scope, ("epoch", "batch"))
         self.scope = scope
-        self.threshold: float | None = None
-        self.logged_threshold: float | None = None
-        self.set_size: float | None = None
-        self._k = 1.0
+        self.threshold: float | list[float] | None = None
+        self.logged_threshold: float | list[float] | None = None
+        self.set_size: float | list[float] | None = None
+        self._k: float | tuple[float, ...] = 1.0
         self._histogram: NonTrueScoreHistogram | None = None
-        self._totals: Tensor | None = None  # samples, pseudo-label positives, sum of batch thresholds, batches
+        # samples, pseudo-label positives per K, sum of batch thresholds per K, batches
+        self._totals: Tensor | None = None
         # What a checkpoint written in the middle of an epoch had counted, until resume_epoch() takes it.
         self.interrupted_epoch: dict[str, Any] | None = None
 
-    def start_epoch(self, k: float, device: torch.device | str) -> None:
-        """Start accumulating an epoch of pseudo-labels with target size `k`."""
-        self._k = k
+    def start_epoch(self, k: float | Sequence[float], device: torch.device | str) -> None:
+        """Start accumulating an epoch of pseudo-labels with target size `k` (or one per head: a sequence)."""
+        self._k = tuple(map(float, k)) if isinstance(k, Sequence) else k
         if self.scope == "epoch":
             self._histogram = NonTrueScoreHistogram(device)
-        self._totals = torch.zeros(4, dtype=torch.float64, device=device)
+        self._totals = torch.zeros(2 + 2 * len(_as_ks(k)), dtype=torch.float64, device=device)
 
     def update(self, step: PseudoLabelStep) -> None:
         """Add one training step's pseudo-labels."""
         if self._histogram is not None:
             self._histogram.update(step.softmax_probs, step.target)
+        heads = len(_as_ks(self._k))
         self._totals[0] += step.target.shape[0]
-        self._totals[1] += step.labels.sum()
-        self._totals[2] += step.threshold
-        self._totals[3] += 1
+        if heads == 1:
+            self._totals[1] += step.labels.sum()
+        else:
+            self._totals[1 : 1 + heads] += step.labels.sum(dim=(0, 2))
+        self._totals[1 + heads : 1 + 2 * heads] += step.threshold
+        self._totals[-1] += 1
 
     def local_totals(self) -> Tensor | None:
         if self._totals is None:
@@ -211,18 +248,44 @@ class PseudoLabelStatistics(EpochState):
         return torch.cat([self._histogram.counts, self._totals.round().long()])
 
     def merge(self, totals: Tensor) -> None:
-        samples, positives, threshold_sum, batches = (float(value) for value in totals[-4:])
-        histogram = None if self._histogram is None else totals[:-4]
+        ks = _as_ks(self._k)
+        heads = len(ks)
+        tail = totals[-(2 + 2 * heads) :].double()
+        samples, batches = float(tail[0]), float(tail[-1])
+        positives, threshold_sums = tail[1 : 1 + heads].tolist(), tail[1 + heads : 1 + 2 * heads].tolist()
+        histogram = None if self._histogram is None else totals[: -(2 + 2 * heads)]
         self._histogram, self._totals = None, None
         if samples == 0:
             self.set_size = self.logged_threshold = None
             return
+        one = not isinstance(self._k, Sequence)
         if histogram is not None:
-            self.threshold = histogram_threshold(histogram, round((self._k - 1) * samples))
+            thresholds = [histogram_threshold(histogram, round((k - 1) * samples)) for k in ks]
+            self.threshold = thresholds[0] if one else thresholds
             self.logged_threshold = self.threshold
         else:
-            self.logged_threshold = threshold_sum / batches
-        self.set_size = positives / samples
+            logged = [total / batches for total in threshold_sums]
+            self.logged_threshold = logged[0] if one else logged
+        sizes = [count / samples for count in positives]
+        self.set_size = sizes[0] if one else sizes
+
+    def logged(self) -> dict[str, float]:
+        """The epoch's values to log: ``train/pseudo_label_threshold`` and ``train/pseudo_label_set_size``.
+
+        With several K, one of each per K, named ``...@K`` as the metrics (:mod:`avgk_lightning.naming`).
+        """
+        if self.set_size is None:
+            return {}
+        if not isinstance(self._k, Sequence):
+            return {
+                "train/pseudo_label_threshold": float(self.logged_threshold),
+                "train/pseudo_label_set_size": float(self.set_size),
+            }
+        values = {}
+        for k, threshold, size in zip(self._k, self.logged_threshold, self.set_size):
+            values[f"train/pseudo_label_threshold@{format_k(k)}"] = float(threshold)
+            values[f"train/pseudo_label_set_size@{format_k(k)}"] = float(size)
+        return values
 
     def state_dict(self) -> dict[str, Any]:
         return {"scope": self.scope, "threshold": self.threshold}
@@ -240,7 +303,8 @@ class PseudoLabelStatistics(EpochState):
         if self._totals is None:
             return None
         histogram = None if self._histogram is None else reduce_sum(self._histogram.counts.clone()).cpu()
-        return {"k": self._k, "totals": reduce_sum(self._totals.clone()).cpu(), "histogram": histogram}
+        k = list(self._k) if isinstance(self._k, Sequence) else self._k
+        return {"k": k, "totals": reduce_sum(self._totals.clone()).cpu(), "histogram": histogram}
 
     def resume_epoch(self, device: torch.device | str, keep_counts: bool) -> None:
         """Continue the epoch a mid-epoch checkpoint interrupted; its counts go to one process only (`keep_counts`)."""

@@ -12,13 +12,20 @@ from avgk_lightning.naming import HEAD_TITLES, format_k, heads_in, prefix, repor
 __all__ = ["diagnostics_table", "results_table", "set_size_table", "test_report"]
 
 
-def results_table(results: Mapping[str, float], stage: str, ks: Sequence[float], set_head: str) -> str:
+def results_table(
+    results: Mapping[str, float],
+    stage: str,
+    ks: Sequence[float],
+    set_head: str,
+    multilabel_ks: Sequence[float] | None = None,
+) -> str:
     """A Markdown table of average-K accuracy per K for each head found in `results`, with top-K and set size.
 
     Top-K accuracy comes from the softmax head where `results` have it, else from the set head.
 
     `results` maps logged names (``"test/avgk_acc@3"``, ``"test/softmax/avgk_acc@3"``, ...) to values;
-    `set_head` is the head logged without a sub-prefix.
+    `set_head` is the head logged without a sub-prefix. With `multilabel_ks` (a multi-label head per K)
+    a first column says which multi-label head made each row (``K=2``: the head trained for K = 2).
 
     Example:
         >>> print(results_table({"test/avgk_acc@1": 0.5, "test/set_size@1": 1.0}, "test", [1.0], "softmax"))
@@ -37,9 +44,12 @@ def results_table(results: Mapping[str, float], stage: str, ks: Sequence[float],
     topk_head = "softmax" if "softmax" in heads else set_head
     columns.append((f"top-K acc, {HEAD_TITLES[topk_head]}", prefixes[topk_head] + "topk_acc@", "{:.4f}"))
     columns.append((f"mean set size, {HEAD_TITLES[set_head]}", prefixes[set_head] + "set_size@", "{:.3f}"))
-    lines = ["| K | " + " | ".join(title for title, _, _ in columns) + " |", "|---" * (len(columns) + 1) + "|"]
+    trained = None if multilabel_ks is None else [float(k) for k in multilabel_ks]
+    first = "" if trained is None else " multi-label head |"
+    lines = [f"| K |{first} " + " | ".join(title for title, _, _ in columns) + " |"]
+    lines.append("|---" * (len(columns) + 1 + (trained is not None)) + "|")
     for k in ks:
-        cells = []
+        cells = [] if trained is None else [f"K={format_k(k)}" if float(k) in trained else "-"]
         for _, name, fmt in columns:
             value = results.get(name + format_k(k))
             cells.append("-" if value is None else fmt.format(value))
@@ -94,7 +104,7 @@ def diagnostics_table(
                     name = name.replace("avgk_acc", "topk_acc") if column in ("few", "medium", "many") else None
                 value = None if name is None else results.get(start + name + format_k(k))
                 cells.append("-" if value is None else f"{value:.4f}")
-            if kind == "topk" and all(cell == "-" for cell in cells):
+            if all(cell == "-" for cell in cells):  # e.g. top-K at K > L, or a K no multi-label head was trained for
                 continue
             lines.append(f"| {title} | {format_k(k)} | " + " | ".join(cells) + " |")
     coverage_lines = []
@@ -138,12 +148,16 @@ def test_report(
     k: float,
     set_head: str,
     coverages: Sequence[float] = (),
+    multilabel_ks: Sequence[float] | None = None,
 ) -> str:
-    """The three tables printed at the end of ``test``: results, diagnostics, and set sizes at the model's `k`."""
+    """The three tables printed at the end of ``test``: results, diagnostics, and set sizes at the model's `k`.
+
+    `multilabel_ks`: the K of the multi-label heads of a model with one per K (see :func:`results_table`).
+    """
     histograms = {head: result.set_size_histograms[k] for head, result in results.items()}
     return "\n\n".join(
         (
-            results_table(logged, "test", ks, set_head),
+            results_table(logged, "test", ks, set_head, multilabel_ks),
             diagnostics_table(logged, "test", ks, set_head, coverages),
             set_size_table(histograms, k),
         )

@@ -35,7 +35,8 @@ class SoftmaxLoss(AverageKLoss):
 class TwoHeadLoss(AverageKLoss):
     r"""Two-head loss :math:`\mathrm{CE}(a, y) + \mu \cdot \mathrm{BCE}(m, \tilde y)`, sets from the multi-label head.
 
-    :math:`\tilde y` are the (gradient-free) pseudo-labels. The paper's abstract leaves open how the
+    :math:`\tilde y` are the (gradient-free) pseudo-labels. With a multi-label head per K (logits and
+    pseudo-labels of shape (B, n, L)) the BCE is averaged over the n heads as over the samples. The paper's abstract leaves open how the
     BCE over the C classes is reduced and whether training starts with cross-entropy alone; both are
     options, with the defaults chosen by the ablations in ``benchmarks/results/`` (``docs/reproduce.md``).
     The BCE is summed over classes by default: averaged, each multi-label logit gets 1/C of the gradient
@@ -85,7 +86,7 @@ class TwoHeadLoss(AverageKLoss):
             multilabel_logits, pseudo_labels.to(multilabel_logits.dtype)
         )
         if self.bce_reduction == "sum":
-            binary_cross_entropy = binary_cross_entropy * multilabel_logits.shape[1]
+            binary_cross_entropy = binary_cross_entropy * multilabel_logits.shape[-1]
         weight = 0.0 if self._epoch < self.warmup_epochs else self.mu
         return {
             "loss": cross_entropy + weight * binary_cross_entropy,

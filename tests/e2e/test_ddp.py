@@ -52,3 +52,21 @@ def test_test_metrics_equal_single_process(runs):
 def test_metrics_on_uneven_shards_equal_single_process(runs):
     single, distributed = runs
     assert_same_metrics(single["sharded"], distributed["sharded"], rel=1e-6, absolute=1e-7)
+
+
+def test_a_multi_label_head_per_k_gets_the_single_process_thresholds_and_metrics(runs):
+    single, distributed = runs
+    thresholds = single["multi_k"]["epoch_thresholds"]
+    assert len(thresholds) == 2 and thresholds[0] > thresholds[1]  # λ_pl of K = 1.5 above that of K = 3
+    assert distributed["multi_k"]["epoch_thresholds"] == pytest.approx(thresholds, rel=1e-6)
+    fit = {name: value for name, value in single["multi_k"]["fit"].items() if name.startswith("train/pseudo_label")}
+    assert sorted(fit) == [
+        "train/pseudo_label_set_size@1.5",
+        "train/pseudo_label_set_size@3",
+        "train/pseudo_label_threshold@1.5",
+        "train/pseudo_label_threshold@3",
+    ]
+    for name, value in fit.items():
+        assert distributed["multi_k"]["fit"][name] == pytest.approx(value, rel=1e-6), name
+    assert "val/avgk_acc@1.5" in single["multi_k"]["val"] and "val/avgk_acc@1" not in single["multi_k"]["val"]
+    assert_same_metrics(single["multi_k"]["val"], distributed["multi_k"]["val"], rel=1e-6, absolute=1e-7)

@@ -4,7 +4,8 @@ Usage: python -m tests.scripts.ddp_equivalence OUT.json DEVICES
 
 A frozen (lr 0) model without batch norm gives every sample the same scores whatever the number of
 processes, so the epoch pseudo-label threshold, the validation and test metrics and the metrics
-computed on uneven shards must all be equal between DEVICES=1 and DEVICES=2 (float tolerance).
+computed on uneven shards must all be equal between DEVICES=1 and DEVICES=2 (float tolerance); so must
+those of a model with a multi-label head per K.
 The validation split (65 samples) gives the two processes 2 and 1 batches of 32.
 """
 
@@ -45,6 +46,19 @@ def _sharded_metrics(rank: int, world_size: int) -> dict[str, float]:
     return results
 
 
+def _multi_k_job(data: SyntheticAmbiguityDataModule, devices: int) -> dict:
+    """A frozen model with a multi-label head per K (1.5 and 3): its λ_pl per K and its validation metrics."""
+    seed_everything(1)
+    model = TinyCNNModule(num_classes=40, k=[1.5, 3], eval_ks=[1, 3], optimizer=frozen_sgd)
+    pseudo_labels = PseudoLabelThreshold()
+    trainer = cpu_trainer(devices, max_epochs=2, callbacks=[pseudo_labels])
+    trainer.fit(model, data)
+    fit_metrics = {name: float(value) for name, value in trainer.callback_metrics.items()}
+    trainer.validate(model, data, verbose=False)
+    val_metrics = {name: float(value) for name, value in trainer.callback_metrics.items()}
+    return {"epoch_thresholds": pseudo_labels.threshold, "fit": fit_metrics, "val": val_metrics}
+
+
 def main(out_path: str, devices: int) -> None:
     seed_everything(0)
     data = SyntheticAmbiguityDataModule(train_size=600, val_size=65, test_size=67, batch_size=32)
@@ -57,6 +71,7 @@ def main(out_path: str, devices: int) -> None:
     val_metrics = {name: float(value) for name, value in trainer.callback_metrics.items()}
     trainer.test(model, data, verbose=False)
     test_metrics = {name: float(value) for name, value in trainer.callback_metrics.items()}
+    multi_k = _multi_k_job(data, devices)
     distributed = dist.is_available() and dist.is_initialized()
     rank, world_size = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
     sharded = _sharded_metrics(rank, world_size)
@@ -70,6 +85,7 @@ def main(out_path: str, devices: int) -> None:
                     "val": val_metrics,
                     "test": test_metrics,
                     "sharded": sharded,
+                    "multi_k": multi_k,
                 },
                 handle,
                 indent=1,

@@ -46,8 +46,12 @@ def test_eval_ks_default_to_those_below_num_classes_plus_k():
 @pytest.mark.parametrize(
     "kwargs, message",
     [
-        ({"k": 0.5}, "`k` to be a number in \\[1, num_classes=10\\), but got 0.5"),
-        ({"k": 0}, "`k` to be a number in \\[1, num_classes=10\\), but got 0"),
+        ({"k": 0.5}, "`k` to be a number in \\[1, num_classes=10\\), or a list of them .*, but got 0.5"),
+        ({"k": 0}, "`k` to be a number in \\[1, num_classes=10\\), or a list of them .*, but got 0"),
+        ({"k": [2, 10]}, "`k` to be a number in \\[1, num_classes=10\\), or a list of them .*, but got \\[2, 10\\]"),
+        ({"k": []}, "or a list of them .*, but got \\[\\]"),
+        ({"k": [2, 2.0]}, "the K of argument `k` to be distinct, but got \\[2, 2.0\\]"),
+        ({"k": [2, 3], "method": "softmax"}, "trains one multi-label head per K .* method='softmax' does not"),
         ({"k": -2}, "but got -2"),
         ({"k": 10}, "but got 10"),
         ({"eval_ks": [1, 12]}, "`eval_ks` to be a number in \\(0, num_classes=10\\), but got 12"),
