@@ -228,6 +228,7 @@ def run_job(
         "method": job.row.method,
         "seed": job.seed,
         "k": cli.model.k,
+        "trained_ks": list(cli.model.ks),
         "per_k": job.row.per_k,
         "eval_ks": list(cli.model.eval_ks),
         "results": results,
@@ -310,15 +311,14 @@ def _value(record: dict, checkpoint: str, prefix: str, metric: str, k: float) ->
 
 
 def _row_title(record: dict, head: str) -> str:
-    scope = (
-        "one model per K"
-        if record["per_k"]
-        else (
-            "one model, at every K"
-            if not depends_on_k(record["method"])
-            else f"one model, k={format_k(record['k'])}, at every K"
-        )
-    )
+    if record["per_k"]:
+        scope = "one model per K"
+    elif len(record.get("trained_ks", ())) > 1:
+        scope = "one model, a multi-label head per K"
+    elif not depends_on_k(record["method"]):
+        scope = "one model, at every K"
+    else:
+        scope = f"one model, k={format_k(record['k'])}, at every K"
     if head == "set":
         return f"{record['label']} ({scope})"
     return f"{record['label']}, {HEAD_NAMES[head]} ({scope})"
@@ -345,7 +345,9 @@ def with_head_chosen_on_validation(record: dict) -> dict:
     For a run with both heads and its per-epoch validation metrics: at the epoch of each checkpoint, the
     validation average-K accuracy at the model's K of the multi-label head and of the softmax head are
     compared, and the test metrics of the better one (the multi-label head on a tie) are added under
-    ``test/chosen/``: a rule that needs the validation split alone. Other records are returned unchanged.
+    ``test/chosen/``: a rule that needs the validation split alone. A model with a multi-label head per K
+    chooses at each of its K (metrics at another K follow the choice at the model's K). Other records are
+    returned unchanged.
 
     Example:
         >>> results = {"test/avgk_acc@2": 0.90, "test/softmax/avgk_acc@2": 0.93}
@@ -355,19 +357,26 @@ def with_head_chosen_on_validation(record: dict) -> dict:
         0.93
     """
     k = format_k(record["k"])
-    set_name, softmax_name = f"val/avgk_acc@{k}", f"val/softmax/avgk_acc@{k}"
     epochs = record.get("epoch_metrics") or []
-    if not epochs or softmax_name not in epochs[-1]:
+    if not epochs or f"val/softmax/avgk_acc@{k}" not in epochs[-1]:
         return record
+    trained = [format_k(value) for value in record.get("trained_ks", ())]
+    choices = trained if len(trained) > 1 else [k]
     results = {}
     for checkpoint, values in record["results"].items():
         validation = epochs[record["epochs"][checkpoint]]
-        prefix = SOFTMAX_PREFIX if validation[softmax_name] > validation[set_name] else None
+        softmax_better = {
+            choice: validation[f"val/softmax/avgk_acc@{choice}"] > validation[f"val/avgk_acc@{choice}"]
+            for choice in choices
+        }
         chosen = dict(values)
         for name, value in values.items():
             if name.startswith(SOFTMAX_PREFIX):
                 metric = name.removeprefix(SOFTMAX_PREFIX)
-                chosen[CHOSEN_PREFIX + metric] = value if prefix else values[SET_PREFIX + metric]
+                if softmax_better.get(metric.rpartition("@")[2], softmax_better[choices[0]]):
+                    chosen[CHOSEN_PREFIX + metric] = value
+                elif SET_PREFIX + metric in values:
+                    chosen[CHOSEN_PREFIX + metric] = values[SET_PREFIX + metric]
         results[checkpoint] = chosen
     return {**record, "results": results}
 
@@ -648,7 +657,10 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         label, _, method = head.partition("=")
         if not label or method not in LOSSES or any("=" not in override for override in overrides):
             parser.error(f'--variant must look like "LABEL=METHOD KEY=VALUE ...", with a known METHOD, got {variant!r}')
-        rows.append(Row(label, method, tuple(overrides), args.per_k is not None and depends_on_k(method)))
+        # A variant that sets its own K (e.g. a multi-label head per K: model.init_args.k=[1.5,2,3]) is one model.
+        own_k = any(override.startswith("model.init_args.k=") for override in overrides)
+        per_k = args.per_k is not None and depends_on_k(method) and not own_k
+        rows.append(Row(label, method, tuple(overrides), per_k))
     args.rows = rows
     if args.from_json is not None and not Path(args.from_json).is_file():
         parser.error(f"--from-json {args.from_json}: no such file (the .json that compare.py writes beside --out)")
