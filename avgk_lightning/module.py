@@ -86,6 +86,9 @@ class TwoHeadModule(LightningModule):
         >>> softmax_logits, multilabel_logits = model(torch.randn(2, 3, 32, 32))
         >>> tuple(softmax_logits.shape), tuple(multilabel_logits.shape), model.eval_ks
         ((2, 10), (2, 10), [1.0, 2.0, 3.0, 5.0])
+        >>> multi_k = TwoHeadModule(num_classes=10, backbone="resnet18", k=[1.5, 2, 3])  # a multi-label head per K
+        >>> tuple(multi_k(torch.randn(2, 3, 32, 32))[1].shape), multi_k.ks
+        ((2, 3, 10), (1.5, 2.0, 3.0))
     """
 
     def __init__(
