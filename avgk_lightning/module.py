@@ -142,6 +142,8 @@ class TwoHeadModule(LightningModule):
         if predict_head is not None:
             check_choice("predict_head", predict_head, ("validation", *self.loss.trained_heads))
         self.predict_head = predict_head
+        if predict_head != "validation":
+            self.prediction_head()  # a predict_k that no multi-label head was trained for: refused now
         self.network = TwoHeadNetwork(*self.build_backbone(), num_classes, multilabel_heads=len(self.ks))
         trained, set_head = self.loss.trained_heads, self.loss.set_head
         for head in {"softmax", "multilabel"} - set(trained):

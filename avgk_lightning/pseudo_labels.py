@@ -160,11 +160,6 @@ class PseudoLabelRule:
     k: float | tuple[float, ...]
     threshold: float | list[float] | None = None
 
-    @property
-    def ks(self) -> tuple[float, ...]:
-        """The target sizes, one per multi-label head (one entry for a single K)."""
-        return _as_ks(self.k)
-
     def __call__(self, softmax_logits: Tensor, target: Tensor) -> PseudoLabelStep:
         """Pseudo-labels for a batch of softmax-head logits and its training labels."""
         probs = softmax_logits.detach().float().softmax(dim=1)

@@ -52,6 +52,7 @@ def test_eval_ks_default_to_those_below_num_classes_plus_k():
         ({"k": []}, "or a list of them .*, but got \\[\\]"),
         ({"k": [2, 2.0]}, "the K of argument `k` to be distinct, but got \\[2, 2.0\\]"),
         ({"k": [2, 3], "method": "softmax"}, "trains one multi-label head per K .* method='softmax' does not"),
+        ({"k": [2, 3], "predict_k": 5}, "K=5 \\(argument `predict_k`\\) was not trained: .* serve K = 2, 3"),
         ({"k": -2}, "but got -2"),
         ({"k": 10}, "but got 10"),
         ({"eval_ks": [1, 12]}, "`eval_ks` to be a number in \\(0, num_classes=10\\), but got 12"),

@@ -167,3 +167,10 @@ def test_checkpoints_of_one_k_keep_loading_each_other():
     check_trained_ks(None, (2.0,))
     check_trained_ks([3.0], (2.0,))
     check_trained_ks([1.5, 3.0], (1.5, 3.0))
+
+
+def test_a_multi_k_model_serves_another_k_from_its_softmax_head_only():
+    from avgk_lightning import TwoHeadModule
+
+    assert TwoHeadModule(num_classes=10, k=[2, 3], predict_k=5, predict_head="softmax").prediction_head() == "softmax"
+    assert TwoHeadModule(num_classes=10, k=[2, 3], predict_k=3).prediction_head() == "multilabel"
