@@ -24,7 +24,7 @@ run: $(STAMP)
 		--ckpt_path $(RUN_ROOT)/version_0/checkpoints/best.ckpt --trainer.enable_progress_bar false --verbose false
 
 test: $(STAMP)
-	WANDB_MODE=disabled $(BIN)/python -m pytest -q
+	WANDB_MODE=disabled $(BIN)/python -m pytest -q --durations=25
 
 test-fast: $(STAMP)
 	WANDB_MODE=disabled $(BIN)/python -m pytest -q tests/unit avgk_lightning
