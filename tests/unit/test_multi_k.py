@@ -174,3 +174,25 @@ def test_a_multi_k_model_serves_another_k_from_its_softmax_head_only():
 
     assert TwoHeadModule(num_classes=10, k=[2, 3], predict_k=5, predict_head="softmax").prediction_head() == "softmax"
     assert TwoHeadModule(num_classes=10, k=[2, 3], predict_k=3).prediction_head() == "multilabel"
+
+
+def test_an_epoch_interrupted_by_a_checkpoint_ends_with_the_thresholds_of_the_whole_epoch():
+    steps = [PseudoLabelRule(KS)(*_batch(seed, size=50)) for seed in range(6)]
+    whole = PseudoLabelStatistics("epoch")
+    whole.start_epoch(KS, "cpu")
+    for step in steps:
+        whole.update(step)
+    whole.merge(whole.local_totals())
+
+    interrupted = PseudoLabelStatistics("epoch")
+    interrupted.start_epoch(KS, "cpu")
+    for step in steps[:4]:
+        interrupted.update(step)
+    saved = {**interrupted.state_dict(), "interrupted_epoch": interrupted.epoch_so_far(lambda totals: totals)}
+    resumed = PseudoLabelStatistics("epoch")  # a new process, from the mid-epoch checkpoint
+    resumed.load_state_dict(saved)
+    resumed.resume_epoch("cpu", keep_counts=True)
+    for step in steps[4:]:
+        resumed.update(step)
+    resumed.merge(resumed.local_totals())
+    assert resumed.threshold == whole.threshold and resumed.set_size == whole.set_size
