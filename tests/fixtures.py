@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import gzip
 import json
 import pickle
@@ -83,6 +84,48 @@ def write_fake_plantnet(root: Path) -> Path:
     }
     (root / "plantnet300K_species_id_2_name.json").write_text(json.dumps(names))
     (root / "plantnet300K_metadata.json").write_text(json.dumps(metadata))
+    return root
+
+
+V2_SPECIES = (
+    ("Daucus carota L.", "Daucus carota"),
+    ("Lactuca virosa L.", "Lactuca virosa"),
+    ("Cirsium arvense (L.) Scop.", "Cirsium arvense"),
+)
+
+
+def write_fake_plantnet_v2(root: Path, images_folder: bool = True) -> Path:
+    """Pl@ntNet-300K v2: [images/]{split}/0000../{PN_hash}.jpg, plantnet300K_metadata.csv and species_metadata.csv."""
+    counts = {"train": (1, 6, 3), "val": (1, 2, 1), "test": (1, 2, 1)}
+    images = root / "images" if images_folder else root
+    rows, seed = [], 300
+    for split, per_species in counts.items():
+        for species_id, count in enumerate(per_species):
+            for index in range(count):
+                seed += 1
+                image_hash = f"{seed:04x}{split}{index:02d}"
+                write_image(images / split / f"{species_id:04d}" / f"{image_hash}.jpg", seed)
+                rows.append([species_id, f"obs{seed}", "leaf", "someone", "cc-by-sa", split, image_hash])
+    columns = ["species_id", "PN_observation_id", "organ", "author", "license", "split", "PN_hash"]
+    with open(root / "plantnet300K_metadata.csv", "w", newline="") as handle:
+        csv.writer(handle).writerows([columns, *rows])
+    species_columns = [
+        "species_id",
+        "full_species",
+        "species",
+        "genus",
+        "family",
+        "epithet",
+        "author",
+        "unmatched_terms",
+        "iucn_status",
+    ]
+    with open(root / "species_metadata.csv", "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(species_columns)
+        for species_id, (full, name) in enumerate(V2_SPECIES):
+            genus, epithet = name.split()
+            writer.writerow([species_id, full, name, genus, "Asteraceae", epithet, full[len(name) + 1 :], "", "LC"])
     return root
 
 

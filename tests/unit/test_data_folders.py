@@ -5,7 +5,14 @@ import pytest
 import torch
 
 from avgk_lightning.data import ImageFolderDataModule, PlantNet300KDataModule
-from tests.fixtures import PLANTNET_SPECIES, write_fake_plantnet, write_image, write_image_folder
+from tests.fixtures import (
+    PLANTNET_SPECIES,
+    V2_SPECIES,
+    write_fake_plantnet,
+    write_fake_plantnet_v2,
+    write_image,
+    write_image_folder,
+)
 
 COUNTS = {"train": {"rose": 3, "daisy": 2, "tulip": 1}, "val": {"rose": 1, "daisy": 1}, "test": {"tulip": 2}}
 
@@ -89,7 +96,11 @@ def plantnet_dir(tmp_path):
 def test_plantnet_classes_follow_the_official_mapping(plantnet_dir):
     data = PlantNet300KDataModule(plantnet_dir, image_size=64, resize_size=72, batch_size=4, num_workers=0)
     data.setup(None)
-    assert data.species_ids == [PLANTNET_SPECIES[2], PLANTNET_SPECIES[0], PLANTNET_SPECIES[1]]
+    assert data.version == "v1" and data.layout.species_folders == [
+        PLANTNET_SPECIES[2],
+        PLANTNET_SPECIES[0],
+        PLANTNET_SPECIES[1],
+    ]
     assert data.class_names == ["Daucus carota L.", "Lactuca virosa L.", "Cirsium arvense (L.) Scop."]
     assert data.class_counts.tolist() == [1, 6, 3]  # species 1356022, 1355868, 1355920
     image, label = data.train_dataset[0]
@@ -205,3 +216,71 @@ def test_replacements_in_loader_workers_are_counted_in_the_main_process(tmp_path
     loader = torch.utils.data.DataLoader(data.val_dataset, batch_size=1, num_workers=2)
     assert len(list(loader)) == 2  # the workers' warnings go to their own stderr
     assert data.val_dataset.replaced == 1  # added in a worker process, read here
+
+
+@pytest.mark.parametrize("images_folder", [True, False], ids=["images/ inside", "splits at the top"])
+def test_plantnet_v2_is_detected_with_its_folder_numbers_as_classes_and_its_species_names(tmp_path, images_folder):
+    root = write_fake_plantnet_v2(tmp_path / "plantnet300K_v2", images_folder)
+    data = PlantNet300KDataModule(root, image_size=32, resize_size=36, batch_size=4, num_workers=0)
+    data.setup(None)
+    assert data.version == "v2" and data.layout.species_folders == ["0000", "0001", "0002"]
+    assert data.class_names == [full for full, _ in V2_SPECIES]
+    assert data.class_counts.tolist() == [1, 6, 3]
+    path = data.train_dataset.paths[1]
+    assert path.parent.name == "0001" and data.train_dataset[1][1].item() == 1
+    assert len(data.val_dataset) == 4 and len(data.test_dataset) == 4
+    assert data.state_dict()["plantnet_version"] == "v2"
+
+
+def test_plantnet_v2_metadata_that_disagrees_with_a_folder_is_named(tmp_path):
+    root = write_fake_plantnet_v2(tmp_path / "v2")
+    metadata = root / "plantnet300K_metadata.csv"
+    lines = metadata.read_text().splitlines()
+    moved = next(index for index, line in enumerate(lines) if ",val," in line)
+    lines[moved] = lines[moved].replace(",val,", ",test,")
+    metadata.write_text("\n".join(lines) + "\n")
+    data = PlantNet300KDataModule(root, num_workers=0)
+    with pytest.raises(
+        ValueError, match="disagree with .*plantnet300K_metadata.csv: .*jpg: .* says species 0\\d+, split test"
+    ):
+        data.setup("validate")
+
+
+def test_plantnet_v2_metadata_without_its_columns_is_named(tmp_path):
+    root = write_fake_plantnet_v2(tmp_path / "v2")
+    species = root / "species_metadata.csv"
+    species.write_text(species.read_text().replace("full_species", "name", 1))
+    with pytest.raises(
+        ValueError, match="species_metadata.csv has no column full_species .*is it the file of the official"
+    ):
+        PlantNet300KDataModule(root)
+
+
+def test_a_folder_of_neither_version_says_what_each_holds(tmp_path):
+    write_image_folder(tmp_path / "folders", {"train": {"a": 1}, "val": {"a": 1}, "test": {"a": 1}})
+    with pytest.raises(
+        ValueError,
+        match="is neither Pl@ntNet-300K layout: v1 holds images/.*plantnet300K_metadata.json.* v2 holds .*0000..0999.*plantnet300K_metadata.csv",
+    ):
+        PlantNet300KDataModule(tmp_path / "folders")
+
+
+def test_a_forced_version_that_is_not_the_data_s_names_the_missing_file(tmp_path):
+    root = write_fake_plantnet_v2(tmp_path / "v2")
+    with pytest.raises(FileNotFoundError, match="metadata file not found: .*class_idx_to_species_id.json"):
+        PlantNet300KDataModule(root, version="v1")
+    with pytest.raises(ValueError, match="`version` to be 'auto' or 'v1' or 'v2', but got 'v3'"):
+        PlantNet300KDataModule(root, version="v3")
+
+
+def test_a_checkpoint_of_the_other_version_is_refused(plantnet_dir, tmp_path):
+    v1 = PlantNet300KDataModule(plantnet_dir, num_workers=0)
+    v2 = PlantNet300KDataModule(write_fake_plantnet_v2(tmp_path / "v2"), num_workers=0)
+    v1.load_state_dict(v1.state_dict())
+    with pytest.raises(ValueError, match="trained on Pl@ntNet-300K v1, but `data_dir` .* holds v2"):
+        v2.load_state_dict(v1.state_dict())
+
+
+def test_plantnet_v1_copies_with_the_older_species_names_file_load(plantnet_dir):
+    (plantnet_dir / "plantnet300K_species_id_2_name.json").rename(plantnet_dir / "plantnet300K_species_names.json")
+    assert PlantNet300KDataModule(plantnet_dir, num_workers=0).class_names[0] == "Daucus carota L."
