@@ -6,7 +6,13 @@ import pytest
 import timm
 import torch
 
-from tests.fixtures import write_fake_cifar100, write_fake_fashion_mnist, write_fake_plantnet, write_image_folder
+from tests.fixtures import (
+    write_fake_cifar100,
+    write_fake_fashion_mnist,
+    write_fake_plantnet,
+    write_fake_plantnet_v2,
+    write_image_folder,
+)
 from tests.helpers import (
     checkpoint_of,
     cli_args,
@@ -104,8 +110,10 @@ def test_fashion_mnist_fit_and_test_with_noise_and_a_long_tail(tmp_path, run_roo
 
 
 @pytest.mark.slow
-def test_plantnet300k_fit_and_test_from_local_weights(tmp_path, run_root):
-    data_dir = write_fake_plantnet(tmp_path / "plantnet300K")
+@pytest.mark.parametrize("version", ["v1", "v2"])
+def test_plantnet300k_fit_and_test_from_local_weights(tmp_path, run_root, version):
+    write = write_fake_plantnet if version == "v1" else write_fake_plantnet_v2
+    data_dir = write(tmp_path / "plantnet300K")
     weights = tmp_path / "resnet18.tv_in1k.pth"
     torch.save(
         timm.create_model("resnet18.tv_in1k").state_dict(), weights
@@ -122,6 +130,7 @@ def test_plantnet300k_fit_and_test_from_local_weights(tmp_path, run_root):
     assert fit.model.class_names == fit.datamodule.class_names and fit.model.class_counts == [1, 6, 3]
     saved = torch.load(checkpoint_of(run_root), weights_only=True)
     assert saved["hyper_parameters"]["class_names"][0] == "Daucus carota L."
+    assert saved["PlantNet300KDataModule"]["plantnet_version"] == fit.datamodule.version == version
     assert {"test/avgk_acc@1", "test/avgk_acc@2", "test/softmax/avgk_acc_macro@2"} <= set(test.trainer.callback_metrics)
 
 
