@@ -192,5 +192,10 @@ def main(argv: Sequence[str] | None = None) -> Path:
     return path
 
 
+def console_main() -> None:
+    """The ``avgk-export`` console script: ``python -m avgk_lightning.export``'s arguments."""
+    main()
+
+
 if __name__ == "__main__":
     main()

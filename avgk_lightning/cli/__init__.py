@@ -7,7 +7,7 @@
 * :mod:`~avgk_lightning.cli.wandb_offline`: W&B falls back to offline logging instead of blocking.
 """
 
-from avgk_lightning.cli.app import AverageKCLI, run_cli
+from avgk_lightning.cli.app import AverageKCLI, main, run_cli
 from avgk_lightning.cli.run_dirs import VersionedSaveConfigCallback, latest_last_checkpoint, new_run_dir
 
-__all__ = ["AverageKCLI", "VersionedSaveConfigCallback", "latest_last_checkpoint", "new_run_dir", "run_cli"]
+__all__ = ["AverageKCLI", "VersionedSaveConfigCallback", "latest_last_checkpoint", "main", "new_run_dir", "run_cli"]

@@ -139,6 +139,11 @@ def _user_message(error: InvalidInputError) -> str:
     return message
 
 
+def main() -> None:
+    """The ``avgk-train`` console script: ``train.py``'s command line (``avgk-train fit --config CONFIG``)."""
+    run_cli()
+
+
 def run_cli(args: list[str] | None = None, run: bool = True) -> AverageKCLI:
     """Run ``train.py``'s command line: any TwoHeadModule and AverageKDataModule subclass by class path.
 
