@@ -141,8 +141,8 @@ class ImageFolderDataModule(AverageKDataModule):
     ``uint8_batches=True`` (default) keeps the crops uint8 until the device and converts and normalises
     them there (:meth:`on_after_batch_transfer`, :meth:`prepare_images`): the network sees the same
     float32 values, the loaders move and pin a quarter of the bytes; ``False`` yields normalised
-    float32 crops from the datasets, as before. Together: 2.5-3.6x the images/s per CPU core
-    (benchmarks/input_pipeline.py).
+    float32 crops from the datasets. What the two switches gain in images/s per CPU core is measured by
+    ``benchmarks/input_pipeline.py`` (docs/data.md).
 
     Args:
         data_dir: the folder holding ``train/``, ``val/`` and ``test/``.

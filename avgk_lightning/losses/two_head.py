@@ -46,7 +46,7 @@ class TwoHeadLoss(AverageKLoss):
     Args:
         mu: weight of the multi-label term (``--model.mu``).
         bce_reduction: ``"sum"`` (default): BCE summed over classes, averaged over samples; ``"mean"``:
-            averaged over classes too (C times smaller multi-label gradients: the reading measured first).
+            averaged over classes too (C times smaller multi-label gradients).
         warmup_epochs: epochs of cross-entropy alone before the multi-label term starts (it is still
             computed and logged, with weight 0; the pseudo-label statistics are gathered meanwhile).
 
