@@ -56,9 +56,9 @@ def test_metrics_on_uneven_shards_equal_single_process(runs):
 
 def test_a_multi_label_head_per_k_gets_the_single_process_thresholds_and_metrics(runs):
     single, distributed = runs
-    thresholds = single["multi_k"]["epoch_thresholds"]
+    thresholds = single["multi_k"]["epoch_threshold"]
     assert len(thresholds) == 2 and thresholds[0] > thresholds[1]  # λ_pl of K = 1.5 above that of K = 3
-    assert distributed["multi_k"]["epoch_thresholds"] == pytest.approx(thresholds, rel=1e-6)
+    assert distributed["multi_k"]["epoch_threshold"] == pytest.approx(thresholds, rel=1e-6)
     fit = {name: value for name, value in single["multi_k"]["fit"].items() if name.startswith("train/pseudo_label")}
     assert sorted(fit) == [
         "train/pseudo_label_set_size@1.5",

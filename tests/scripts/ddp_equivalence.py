@@ -46,32 +46,29 @@ def _sharded_metrics(rank: int, world_size: int) -> dict[str, float]:
     return results
 
 
-def _multi_k_job(data: SyntheticAmbiguityDataModule, devices: int) -> dict:
-    """A frozen model with a multi-label head per K (1.5 and 3): its λ_pl per K and its validation metrics."""
-    seed_everything(1)
-    model = TinyCNNModule(num_classes=40, k=[1.5, 3], eval_ks=[1, 3], optimizer=frozen_sgd)
+def _fit_and_evaluate(model: TinyCNNModule, data: SyntheticAmbiguityDataModule, devices: int, test: bool) -> dict:
+    """Fit 2 epochs, validate (and test): the epoch λ_pl and the metrics after each stage."""
     pseudo_labels = PseudoLabelThreshold()
     trainer = cpu_trainer(devices, max_epochs=2, callbacks=[pseudo_labels])
     trainer.fit(model, data)
-    fit_metrics = {name: float(value) for name, value in trainer.callback_metrics.items()}
+    results = {"epoch_threshold": pseudo_labels.threshold}
+    results["fit"] = {name: float(value) for name, value in trainer.callback_metrics.items()}
     trainer.validate(model, data, verbose=False)
-    val_metrics = {name: float(value) for name, value in trainer.callback_metrics.items()}
-    return {"epoch_thresholds": pseudo_labels.threshold, "fit": fit_metrics, "val": val_metrics}
+    results["val"] = {name: float(value) for name, value in trainer.callback_metrics.items()}
+    if test:
+        trainer.test(model, data, verbose=False)
+        results["test"] = {name: float(value) for name, value in trainer.callback_metrics.items()}
+    return results
 
 
 def main(out_path: str, devices: int) -> None:
     seed_everything(0)
     data = SyntheticAmbiguityDataModule(train_size=600, val_size=65, test_size=67, batch_size=32)
     model = TinyCNNModule(num_classes=40, k=3, eval_ks=[1, 2.5, 3], optimizer=frozen_sgd)
-    pseudo_labels = PseudoLabelThreshold()
-    trainer = cpu_trainer(devices, max_epochs=2, callbacks=[pseudo_labels])
-    trainer.fit(model, data)
-    fit_metrics = {name: float(value) for name, value in trainer.callback_metrics.items()}
-    trainer.validate(model, data, verbose=False)
-    val_metrics = {name: float(value) for name, value in trainer.callback_metrics.items()}
-    trainer.test(model, data, verbose=False)
-    test_metrics = {name: float(value) for name, value in trainer.callback_metrics.items()}
-    multi_k = _multi_k_job(data, devices)
+    single_k = _fit_and_evaluate(model, data, devices, test=True)
+    seed_everything(1)  # a frozen model with a multi-label head per K (1.5 and 3)
+    model = TinyCNNModule(num_classes=40, k=[1.5, 3], eval_ks=[1, 3], optimizer=frozen_sgd)
+    multi_k = _fit_and_evaluate(model, data, devices, test=False)
     distributed = dist.is_available() and dist.is_initialized()
     rank, world_size = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
     sharded = _sharded_metrics(rank, world_size)
@@ -80,10 +77,7 @@ def main(out_path: str, devices: int) -> None:
             json.dump(
                 {
                     "world_size": world_size,
-                    "epoch_threshold": pseudo_labels.threshold,
-                    "fit": fit_metrics,
-                    "val": val_metrics,
-                    "test": test_metrics,
+                    **single_k,
                     "sharded": sharded,
                     "multi_k": multi_k,
                 },
