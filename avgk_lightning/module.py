@@ -289,10 +289,10 @@ class TwoHeadModule(LightningModule):
         self.log_dict(logged, sync_dist=False)
         if self.trainer.is_global_zero:
             set_head = self.loss.set_head
-            multilabel_ks = self.ks if len(self.ks) > 1 else None
-            rank_zero_info(
-                test_report(self.test_results, logged, self.eval_ks, self.k, set_head, self.coverages, multilabel_ks)
+            report = test_report(
+                self.test_results, logged, self.eval_ks, self.k, set_head, self.coverages, self.evaluation.multilabel_ks
             )
+            rank_zero_info(report)
 
     def prediction_head(self, k: float | None = None, argument: str = "predict_k") -> str:
         """The head whose sets are predicted at `k` (default `predict_k`): see the `predict_head` argument.

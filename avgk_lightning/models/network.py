@@ -67,12 +67,11 @@ class TwoHeadNetwork(nn.Module):
         if self.multilabel_heads == 1:
             return self.softmax_head(features), self.multilabel_head(features)
         heads = self.multilabel_heads
-        shared = features
         if self.training and torch.is_grad_enabled():
-            shared = _ScaleGradient.apply(features, 1.0 / heads)
-        multilabel_logits = self.multilabel_head(shared)
-        if self.training and torch.is_grad_enabled():
+            multilabel_logits = self.multilabel_head(_ScaleGradient.apply(features, 1.0 / heads))
             multilabel_logits = _ScaleGradient.apply(multilabel_logits, float(heads))
+        else:
+            multilabel_logits = self.multilabel_head(features)
         return self.softmax_head(features), multilabel_logits.view(-1, heads, self.num_classes)
 
     def head(self, name: Literal["softmax", "multilabel"], index: int | None = None) -> nn.Linear:
