@@ -11,14 +11,12 @@ from typing import Any, Literal
 import numpy as np
 import torch
 from torch import Tensor
-from torch.utils.data import Dataset
 from torchvision import transforms as T
 from torchvision.transforms import v2
 
-from avgk_lightning.checks import check_choice, check_integer, check_probability
-from avgk_lightning.data.base import AverageKDataModule
-from avgk_lightning.data.folder import ImageFileDataset, list_images
-from avgk_lightning.data.label_noise import reference_label_noise, report_label_noise, superclass_label_noise
+from avgk_lightning.checks import check_choice
+from avgk_lightning.data.in_memory import ImageArrays, InMemoryDataModule, UInt8ImageDataset
+from avgk_lightning.data.label_noise import reference_label_noise
 from avgk_lightning.errors import InvalidInputError, MissingFileError
 
 __all__ = ["CIFAR100DataModule"]
@@ -32,19 +30,6 @@ CHECKSUMS = {
 }
 MEAN = (125.3 / 255, 123.0 / 255, 113.9 / 255)
 STD = (63.0 / 255, 62.1 / 255, 66.7 / 255)
-
-
-class _ImageTensorDataset(Dataset):
-    """(image, label) from uint8 (N, 3, 32, 32) images, transformed on the fly."""
-
-    def __init__(self, images: Tensor, labels: Tensor, transform: v2.Transform) -> None:
-        self.images, self.labels, self.transform = images, labels, transform
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
-        return self.transform(self.images[index]), self.labels[index]
 
 
 def _md5(path: Path) -> str:
@@ -63,7 +48,7 @@ def _unpickle(path: Path) -> dict[str, Any]:
         raise InvalidInputError(f"{path} is not a CIFAR-100 python pickle ({error}); re-extract the archive") from error
 
 
-class CIFAR100DataModule(AverageKDataModule):
+class CIFAR100DataModule(InMemoryDataModule):
     """CIFAR-100 with the protocol of the reference code: 45k/5k train/val split, label noise in train only.
 
     Reads the official ``cifar-100-python/{train,test,meta}`` pickles under ``data_dir`` (or ``data_dir``
@@ -71,8 +56,8 @@ class CIFAR100DataModule(AverageKDataModule):
     ``verify_checksums=False`` (for re-packed copies and test fixtures). ``download=True`` fetches the
     archive with torchvision (machines with internet only).
 
-    * Split: ``val_size`` images of the official training set, drawn with ``split_seed``, form the
-      validation split; the rest is the training split; the official test set is untouched.
+    Split, long tail and predict folder follow :class:`~avgk_lightning.data.in_memory.InMemoryDataModule`.
+
     * Label noise (the ambiguity of the paper's CIFAR-100 experiments), by ``noise_rule``:
 
       - ``"superclass"`` (default): each training label is, with probability ``noise``, replaced by
@@ -85,9 +70,7 @@ class CIFAR100DataModule(AverageKDataModule):
         the 50,000 official training labels in file order, so each image gets the label it gets there.
 
       Which rule the paper's tables used is not stated; the default stays the one every earlier
-      result of this library used. Validation and test labels stay clean. The realised rate is
-      logged, ``noisy_indices`` / ``clean_train_labels`` record which labels changed, and the changes
-      are written to ``label_noise.json`` in the run directory (with the rule).
+      result of this library used. ``label_noise.json`` in the run directory records the rule too.
     * Transforms: RandomCrop(32, padding=4) and horizontal flips for training; normalisation with mean
       (125.3, 123.0, 113.9)/255 and std (63.0, 62.1, 66.7)/255.
 
@@ -95,9 +78,12 @@ class CIFAR100DataModule(AverageKDataModule):
         data_dir: folder holding ``cifar-100-python/`` (or that folder).
         noise: probability of replacing a training label by a sibling class, in [0, 1].
         noise_rule: ``"superclass"`` or ``"reference"`` (see above).
+        imbalance: ratio r of the largest to the smallest training class (0: keep the data balanced).
         val_size: images of the official training set held out for validation.
-        split_seed: seed of the train/val split.
+        train_size: training images kept (divided equally among classes); default all the others.
+        split_seed: seed of the train/val split and of the subsampling.
         noise_seed: seed of the label noise.
+        imbalance_seed: seed of the order of the classes in the long tail.
         download: fetch the archive if the files are absent (needs internet).
         verify_checksums: check the files' MD5 checksums.
         augment: random crops and flips for training.
@@ -109,14 +95,19 @@ class CIFAR100DataModule(AverageKDataModule):
         persistent_workers: keep the worker processes between epochs (when `num_workers` > 0).
     """
 
+    data_set_name = "CIFAR-100"
+
     def __init__(
         self,
         data_dir: str | os.PathLike,
         noise: float = 0.0,
         noise_rule: Literal["superclass", "reference"] = "superclass",
+        imbalance: float = 0.0,
         val_size: int = 5000,
+        train_size: int | None = None,
         split_seed: int = 0,
         noise_seed: int = 0,
+        imbalance_seed: int = 0,
         download: bool = False,
         verify_checksums: bool = True,
         augment: bool = True,
@@ -126,24 +117,26 @@ class CIFAR100DataModule(AverageKDataModule):
         pin_memory: bool = True,
         persistent_workers: bool = True,
     ) -> None:
-        super().__init__(batch_size, num_workers, pin_memory, persistent_workers)
-        check_probability("noise", noise)
+        super().__init__(
+            data_dir,
+            noise,
+            imbalance,
+            val_size,
+            train_size,
+            split_seed,
+            noise_seed,
+            imbalance_seed,
+            augment,
+            predict_dir,
+            batch_size,
+            num_workers,
+            pin_memory,
+            persistent_workers,
+        )
         check_choice("noise_rule", noise_rule, ("superclass", "reference"))
-        check_integer("val_size", val_size)
-        self.data_dir = Path(data_dir).expanduser()
-        self.noise = float(noise)
         self.noise_rule = noise_rule
-        self.val_size = val_size
-        self.split_seed = split_seed
-        self.noise_seed = noise_seed
         self.download = download
         self.verify_checksums = verify_checksums
-        self.augment = augment
-        self.predict_dir = None if predict_dir is None else Path(predict_dir).expanduser()
-        self._arrays: dict[str, Any] | None = None
-        self.noisy_indices: Tensor | None = None
-        self.clean_train_labels: Tensor | None = None
-        self.realised_noise_rate: float | None = None
 
     @property
     def num_classes(self) -> int:
@@ -151,12 +144,7 @@ class CIFAR100DataModule(AverageKDataModule):
 
     @property
     def class_names(self) -> list[str]:
-        return list(self._load()["fine_names"])
-
-    @property
-    def class_counts(self) -> Tensor:
-        self._prepare_splits()
-        return torch.bincount(self.train_dataset.labels, minlength=self.num_classes)
+        return list(self.arrays().class_names)
 
     def _folder(self) -> Path:
         return self.data_dir if self.data_dir.name == FOLDER else self.data_dir / FOLDER
@@ -167,9 +155,7 @@ class CIFAR100DataModule(AverageKDataModule):
 
             CIFAR100(str(self._folder().parent), train=True, download=True)
 
-    def _load(self) -> dict[str, Any]:
-        if self._arrays is not None:
-            return self._arrays
+    def read_arrays(self) -> ImageArrays:
         folder = self._folder()
         missing = [name for name in CHECKSUMS if not (folder / name).is_file()]
         if missing:
@@ -188,7 +174,7 @@ class CIFAR100DataModule(AverageKDataModule):
                         "file). Re-extract the archive, or pass `verify_checksums=False` for a re-packed copy."
                     )
         train, test, meta = (_unpickle(folder / name) for name in ("train", "test", "meta"))
-        arrays = {"fine_names": meta["fine_label_names"]}
+        arrays = {}
         for split, content in (("train", train), ("test", test)):
             for key in ("data", "fine_labels", "coarse_labels"):
                 if key not in content:
@@ -197,51 +183,35 @@ class CIFAR100DataModule(AverageKDataModule):
             arrays[split] = (
                 torch.from_numpy(data.reshape(-1, 3, 32, 32).copy()),
                 torch.as_tensor(content["fine_labels"], dtype=torch.long),
-                torch.as_tensor(content["coarse_labels"], dtype=torch.long),
             )
-        self._arrays = arrays
-        return arrays
+        superclass_of = torch.full((self.num_classes,), -1, dtype=torch.long)
+        superclass_of[arrays["train"][1]] = torch.as_tensor(train["coarse_labels"], dtype=torch.long)
+        return ImageArrays(
+            *arrays["train"],
+            *arrays["test"],
+            class_names=tuple(meta["fine_label_names"]),
+            superclass_of=superclass_of,
+            source=folder / "train",
+        )
 
-    def _prepare_splits(self) -> None:
-        if self.train_dataset is not None:
-            return
-        arrays = self._load()
-        images, fine, coarse = arrays["train"]
-        if self.val_size >= len(fine):
-            raise InvalidInputError(
-                f"Expected argument `val_size` ({self.val_size}) to be smaller than the {len(fine)} images of "
-                f"{self._folder() / 'train'}"
-            )
-        order = torch.randperm(len(fine), generator=torch.Generator().manual_seed(self.split_seed))
-        val_index, train_index = order[: self.val_size].sort().values, order[self.val_size :].sort().values
-        clean = fine[train_index]
-        if self.noise_rule == "reference":  # drawn over the whole official training set, in file order
-            noisy = reference_label_noise(fine, self.noise, self.noise_seed)[train_index]
-        else:
-            superclass_of = torch.full((self.num_classes,), -1, dtype=torch.long)
-            superclass_of[fine] = coarse
-            noisy = superclass_label_noise(clean, superclass_of, self.noise, self.noise_seed)
-        self.clean_train_labels = clean
-        self.noisy_indices = torch.nonzero(noisy != clean).flatten()
-        self.realised_noise_rate = len(self.noisy_indices) / len(clean)
+    def noisy_labels(self, labels: Tensor, pool: Tensor) -> Tensor:
+        """The training labels of the samples `pool` after the noise of ``noise_rule``.
+
+        The reference rule draws over the whole official training set, in file order, then keeps `pool`.
+        """
+        if self.noise_rule == "reference":
+            return reference_label_noise(labels, self.noise, self.noise_seed)[pool]
+        return super().noisy_labels(labels, pool)
+
+    def noise_record(self) -> dict[str, Any]:
+        return {**super().noise_record(), "noise_rule": self.noise_rule}
+
+    def make_dataset(self, images: Tensor, labels: Tensor, train: bool) -> UInt8ImageDataset:
+        """uint8 images through RandomCrop(32, padding=4) and flips (training, `augment`), then normalised."""
         normalize = [v2.ToDtype(torch.float32, scale=True), v2.Normalize(MEAN, STD)]
-        augment = [v2.RandomCrop(32, padding=4), v2.RandomHorizontalFlip()] if self.augment else []
-        train_transform, eval_transform = v2.Compose([*augment, *normalize]), v2.Compose(normalize)
-        self.train_dataset = _ImageTensorDataset(images[train_index], noisy, train_transform)
-        self.val_dataset = _ImageTensorDataset(images[val_index], fine[val_index], eval_transform)
-        test_images, test_fine, _ = arrays["test"]
-        self.test_dataset = _ImageTensorDataset(test_images, test_fine, eval_transform)
+        augment = [v2.RandomCrop(32, padding=4), v2.RandomHorizontalFlip()] if train and self.augment else []
+        return UInt8ImageDataset(images, labels, v2.Compose([*augment, *normalize]))
 
-    def setup(self, stage: str | None = None) -> None:
-        self._prepare_splits()
-        if stage in (None, "fit"):
-            record = {
-                "requested_noise": self.noise,
-                "noise_rule": self.noise_rule,
-                "noise_seed": self.noise_seed,
-                "split_seed": self.split_seed,
-            }
-            report_label_noise(self.trainer, "CIFAR-100", self.clean_train_labels, self.train_dataset.labels, record)
-        if stage in (None, "predict") and self.predict_dir is not None:
-            transform = T.Compose([T.Resize(32), T.CenterCrop(32), T.ToTensor(), T.Normalize(MEAN, STD)])
-            self.predict_dataset = ImageFileDataset(list_images(self.predict_dir), None, transform)
+    def predict_transform(self) -> T.Compose:
+        """Resized and cropped to 32x32, normalised as the test split."""
+        return T.Compose([T.Resize(32), T.CenterCrop(32), T.ToTensor(), T.Normalize(MEAN, STD)])

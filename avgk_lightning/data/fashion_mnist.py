@@ -10,13 +10,10 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import Tensor
-from torch.utils.data import Dataset
 from torchvision import transforms as T
 
-from avgk_lightning.checks import check_integer, check_probability
-from avgk_lightning.data.base import AverageKDataModule
-from avgk_lightning.data.folder import ImageFileDataset, list_images
-from avgk_lightning.data.label_noise import report_label_noise, superclass_label_noise
+from avgk_lightning.checks import check_integer
+from avgk_lightning.data.in_memory import ImageArrays, InMemoryDataModule, UInt8ImageDataset
 from avgk_lightning.errors import InvalidInputError, MissingFileError
 
 __all__ = ["FashionMNISTDataModule"]
@@ -78,19 +75,6 @@ def _read_idx(path: Path, dimensions: int) -> np.ndarray:
     return np.frombuffer(content, dtype=np.uint8, offset=header).reshape(shape)
 
 
-class _UInt8ImageDataset(Dataset):
-    """(image, label) pairs from (N, 1, 28, 28) uint8 images: indexing only, no per-sample transform."""
-
-    def __init__(self, images: Tensor, labels: Tensor) -> None:
-        self.images, self.labels = images, labels
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
-        return self.images[index], self.labels[index]
-
-
 def random_crop_and_flip(images: Tensor, padding: int) -> Tensor:
     """Random crops of each image's side from its zero-padded copy, each mirrored with probability 1/2.
 
@@ -118,7 +102,7 @@ def random_crop_and_flip(images: Tensor, padding: int) -> Tensor:
     return padded[index, channel, rows.view(batch, 1, height, 1), columns.view(batch, 1, 1, width)]
 
 
-class FashionMNISTDataModule(AverageKDataModule):
+class FashionMNISTDataModule(InMemoryDataModule):
     """Fashion-MNIST with the CIFAR-100 protocol of the paper: label noise inside superclasses, optional long tail.
 
     Reads the four official idx files (``train-images-idx3-ubyte``, ``train-labels-idx1-ubyte``,
@@ -127,21 +111,11 @@ class FashionMNISTDataModule(AverageKDataModule):
     loaders only index them, and the batch is converted, augmented and normalised in one step on the
     device (:meth:`on_after_batch_transfer`), so data loading costs next to nothing.
 
-    * Split: ``val_size`` images of the official training set, drawn with ``split_seed``, form the
-      validation split; of the rest, ``train_size`` images (the same number per class; default all)
-      form the training split. The official test set (10,000 images) is untouched.
-    * Long tail (``imbalance`` = r > 1): the training split is subsampled so that, with the classes
-      ranked in an order drawn with ``imbalance_seed``, class of rank i keeps
-      ``n_max · r^(-i/9)`` images (an exponential profile; n_max the smallest class size before
-      subsampling), by their training labels: the most and least frequent class differ by r.
-      Validation and test stay balanced.
-    * Label noise: each training label is, with probability ``noise``, replaced by another class of its
-      superclass (drawn uniformly, with ``noise_seed``): tops (T-shirt/top, Pullover, Dress, Coat,
-      Shirt), footwear (Sandal, Sneaker, Ankle boot); Trouser and Bag are alone and never change, so
-      the realised rate is about 0.8 · ``noise``. The noise is drawn before the long-tail subsampling,
-      whose class sizes count the noisy labels. Validation and test labels stay clean. The realised
-      rate is logged, ``noisy_indices`` / ``clean_train_labels`` record the changes, and
-      ``label_noise.json`` in the run directory lists them.
+    Split, label noise, long tail and predict folder follow :class:`~avgk_lightning.data.in_memory.InMemoryDataModule`
+    (the official test set: 10,000 images). The label noise stays inside the superclasses tops (T-shirt/top,
+    Pullover, Dress, Coat, Shirt) and footwear (Sandal, Sneaker, Ankle boot); Trouser and Bag are alone and
+    never change, so the realised rate is about 0.8 · ``noise``.
+
     * Images: 28x28, replicated to ``channels`` (3 by default, for any timm backbone) and normalised
       with the training-set mean 0.2860 and standard deviation 0.3530. Training augmentation
       (``augment``): a random 28x28 crop of the image padded with ``padding`` black pixels, and a
@@ -177,6 +151,8 @@ class FashionMNISTDataModule(AverageKDataModule):
         (5000, 10000)
     """
 
+    data_set_name = "Fashion-MNIST"
+
     def __init__(
         self,
         data_dir: str | os.PathLike = DEBIAN_FOLDER,
@@ -197,39 +173,28 @@ class FashionMNISTDataModule(AverageKDataModule):
         pin_memory: bool = True,
         persistent_workers: bool = True,
     ) -> None:
-        super().__init__(batch_size, num_workers, pin_memory, persistent_workers)
-        check_probability("noise", noise)
-        if (
-            isinstance(imbalance, bool)
-            or not isinstance(imbalance, (int, float))
-            or not (imbalance == 0 or imbalance >= 1)
-        ):
-            raise InvalidInputError(
-                f"Expected argument `imbalance` to be 0 (balanced) or a ratio >= 1, but got {imbalance!r}"
-            )
-        check_integer("val_size", val_size)
-        if train_size is not None:
-            check_integer("train_size", train_size)
+        super().__init__(
+            data_dir,
+            noise,
+            imbalance,
+            val_size,
+            train_size,
+            split_seed,
+            noise_seed,
+            imbalance_seed,
+            augment,
+            predict_dir,
+            batch_size,
+            num_workers,
+            pin_memory,
+            persistent_workers,
+        )
         check_integer("padding", padding, minimum=0)
         if channels not in (1, 3):
             raise InvalidInputError(f"Expected argument `channels` to be 1 or 3, but got {channels!r}")
-        self.data_dir = Path(data_dir).expanduser()
-        self.noise = float(noise)
-        self.imbalance = float(imbalance)
-        self.val_size = val_size
-        self.train_size = train_size
-        self.split_seed = split_seed
-        self.noise_seed = noise_seed
-        self.imbalance_seed = imbalance_seed
-        self.augment = augment
         self.padding = padding
         self.channels = channels
         self.download = download
-        self.predict_dir = None if predict_dir is None else Path(predict_dir).expanduser()
-        self._arrays: dict[str, tuple[Tensor, Tensor]] | None = None
-        self.noisy_indices: Tensor | None = None
-        self.clean_train_labels: Tensor | None = None
-        self.realised_noise_rate: float | None = None
 
     @property
     def num_classes(self) -> int:
@@ -238,11 +203,6 @@ class FashionMNISTDataModule(AverageKDataModule):
     @property
     def class_names(self) -> list[str]:
         return list(CLASS_NAMES)
-
-    @property
-    def class_counts(self) -> Tensor:
-        self._prepare_splits()
-        return torch.bincount(self.train_dataset.labels, minlength=self.num_classes)
 
     def _folders(self) -> list[Path]:
         return [self.data_dir, self.data_dir / "FashionMNIST" / "raw", self.data_dir / "raw"]
@@ -278,9 +238,7 @@ class FashionMNISTDataModule(AverageKDataModule):
 
             FashionMNIST(str(self.data_dir), train=True, download=True)
 
-    def _load(self) -> dict[str, tuple[Tensor, Tensor]]:
-        if self._arrays is not None:
-            return self._arrays
+    def read_arrays(self) -> ImageArrays:
         files = self._files()
         arrays = {}
         for split in ("train", "test"):
@@ -304,92 +262,21 @@ class FashionMNISTDataModule(AverageKDataModule):
                 torch.from_numpy(images.copy()).unsqueeze(1),
                 torch.from_numpy(labels.astype(np.int64)),
             )
-        self._arrays = arrays
-        return arrays
+        return ImageArrays(
+            *arrays["train"],
+            *arrays["test"],
+            class_names=CLASS_NAMES,
+            superclass_of=torch.tensor(SUPERCLASS_OF),
+            source=files["train_images"],
+        )
 
-    def _balanced_subset(self, pool: Tensor, labels: Tensor, generator: torch.Generator) -> Tensor:
-        """`train_size` indices of `pool`, the same number per class (the first classes take the remainder)."""
-        quotas = torch.full((self.num_classes,), self.train_size // self.num_classes)
-        quotas[: self.train_size % self.num_classes] += 1
-        available = torch.bincount(labels[pool], minlength=self.num_classes)
-        short = torch.nonzero(available < quotas).flatten()
-        if len(short):
-            label = int(short[0])
-            raise InvalidInputError(
-                f"Argument `train_size`={self.train_size} asks for {int(quotas[label])} training images of class "
-                f"{CLASS_NAMES[label]!r}, but the training split holds only {int(available[label])} (after the "
-                f"{self.val_size} validation images): pass a smaller `train_size`."
-            )
-        return self._per_class_subset(pool, labels, quotas, generator)
+    def make_dataset(self, images: Tensor, labels: Tensor, train: bool) -> UInt8ImageDataset:
+        """uint8 images as stored: the batch is converted and augmented on the device (:meth:`prepare_images`)."""
+        return UInt8ImageDataset(images, labels)
 
-    @staticmethod
-    def _per_class_subset(pool: Tensor, labels: Tensor, quotas: Tensor, generator: torch.Generator) -> Tensor:
-        """The first ``quotas[c]`` entries of class c of `pool` in a random order, sorted back."""
-        shuffled = pool[torch.randperm(len(pool), generator=generator)]
-        kept = [shuffled[labels[shuffled] == label][:quota] for label, quota in enumerate(quotas.tolist())]
-        return torch.cat(kept).sort().values
-
-    def long_tail_counts(self, available: Tensor) -> Tensor:
-        """Training images per class under the long tail, given the images `available` per class.
-
-        Example:
-            >>> data = FashionMNISTDataModule("unused", imbalance=10, imbalance_seed=0)
-            >>> counts = data.long_tail_counts(torch.full((10,), 1000))
-            >>> int(counts.max()), int(counts.min())
-            (1000, 100)
-        """
-        rank = torch.randperm(self.num_classes, generator=torch.Generator().manual_seed(self.imbalance_seed))
-        largest = int(available.min())
-        profile = largest * self.imbalance ** (-rank.double() / (self.num_classes - 1))
-        return profile.round().long().clamp_min(1)
-
-    def _prepare_splits(self) -> None:
-        if self.train_dataset is not None:
-            return
-        arrays = self._load()
-        (images, labels), (test_images, test_labels) = arrays["train"], arrays["test"]
-        if self.val_size >= len(labels):
-            raise InvalidInputError(
-                f"Expected argument `val_size` ({self.val_size}) to be smaller than the {len(labels)} images of "
-                f"{self._files()['train_images']}"
-            )
-        generator = torch.Generator().manual_seed(self.split_seed)
-        order = torch.randperm(len(labels), generator=generator)
-        val_index, pool = order[: self.val_size].sort().values, order[self.val_size :].sort().values
-        if self.train_size is not None:
-            pool = self._balanced_subset(pool, labels, generator)
-        superclass_of = torch.tensor(SUPERCLASS_OF)
-        noisy_pool = superclass_label_noise(labels[pool], superclass_of, self.noise, self.noise_seed)
-        if self.imbalance:
-            available = torch.bincount(noisy_pool, minlength=self.num_classes)
-            quotas = self.long_tail_counts(available)
-            kept = self._per_class_subset(torch.arange(len(pool)), noisy_pool, quotas, generator)
-            pool, noisy_pool = pool[kept], noisy_pool[kept]
-        clean = labels[pool]
-        self.clean_train_labels = clean
-        self.noisy_indices = torch.nonzero(noisy_pool != clean).flatten()
-        self.realised_noise_rate = len(self.noisy_indices) / len(clean)
-        self.train_dataset = _UInt8ImageDataset(images[pool], noisy_pool)
-        self.val_dataset = _UInt8ImageDataset(images[val_index], labels[val_index])
-        self.test_dataset = _UInt8ImageDataset(test_images, test_labels)
-
-    def setup(self, stage: str | None = None) -> None:
-        self._prepare_splits()
-        if stage in (None, "fit"):
-            record = {
-                "requested_noise": self.noise,
-                "noise_seed": self.noise_seed,
-                "split_seed": self.split_seed,
-                "imbalance": self.imbalance,
-                "imbalance_seed": self.imbalance_seed,
-                "train_class_counts": self.class_counts.tolist(),
-            }
-            report_label_noise(
-                self.trainer, "Fashion-MNIST", self.clean_train_labels, self.train_dataset.labels, record
-            )
-        if stage in (None, "predict") and self.predict_dir is not None:
-            transform = T.Compose([T.Grayscale(1), T.Resize(SIDE), T.CenterCrop(SIDE), T.PILToTensor()])
-            self.predict_dataset = ImageFileDataset(list_images(self.predict_dir), None, transform)
+    def predict_transform(self) -> T.Compose:
+        """Grey, resized and cropped to 28x28, uint8: then :meth:`prepare_images` as every batch."""
+        return T.Compose([T.Grayscale(1), T.Resize(SIDE), T.CenterCrop(SIDE), T.PILToTensor()])
 
     def prepare_images(self, images: Tensor, augment: bool = False) -> Tensor:
         """uint8 (B, 1, 28, 28) images -> normalised float (B, `channels`, 28, 28), augmented if asked.

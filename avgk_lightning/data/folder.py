@@ -133,16 +133,9 @@ class ImageFolderDataModule(AverageKDataModule):
 
     Input pipeline of the reference transforms (``transforms_from_model`` keeps timm's: full decode,
     float32): the resize and the crop are one resample of the crop's box
-    (:class:`~avgk_lightning.data.decode.ResizeCrop`: the same geometry, bilinear filter and random
-    draws, the same pixels within rounding).
-    ``decode="draft"`` (default) decodes each JPEG at the largest reduced DCT scale (1/2, 1/4, 1/8)
-    that keeps its shorter side >= ``resize_size``: pixels within a few units of 255 of the full decode
-    (docs/data.md), far less CPU per photo; ``decode="pil"`` decodes the full photo.
-    ``uint8_batches=True`` (default) keeps the crops uint8 until the device and converts and normalises
-    them there (:meth:`on_after_batch_transfer`, :meth:`prepare_images`): the network sees the same
-    float32 values, the loaders move and pin a quarter of the bytes; ``False`` yields normalised
-    float32 crops from the datasets. What the two switches gain in images/s per CPU core is measured by
-    ``benchmarks/input_pipeline.py`` (docs/data.md).
+    (:class:`~avgk_lightning.data.decode.ResizeCrop`: the same geometry, filter and random draws), JPEGs
+    are decoded at a reduced DCT scale (``decode``), and the crops stay uint8 until the device
+    (``uint8_batches``, :meth:`prepare_images`). What each gains: ``benchmarks/input_pipeline.py``, docs/data.md.
 
     Args:
         data_dir: the folder holding ``train/``, ``val/`` and ``test/``.

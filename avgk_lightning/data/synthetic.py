@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -12,6 +14,25 @@ from avgk_lightning.data.base import AverageKDataModule
 from avgk_lightning.errors import InvalidInputError
 
 _SPLIT_OFFSETS = {"train": 1, "val": 2, "test": 3}
+_PIXEL_NOISE = 0.3  # the default of `pixel_noise`
+
+
+def _pixel_noise(pixel_noise: float, noise: float | None) -> float:
+    """`pixel_noise`, or the deprecated `noise` where that was given instead (a FutureWarning says so)."""
+    if noise is None:
+        return pixel_noise
+    if pixel_noise != _PIXEL_NOISE:
+        raise InvalidInputError(
+            f"Got both `noise`={noise!r} and `pixel_noise`={pixel_noise!r}: `noise` is the deprecated name of "
+            "`pixel_noise`. Pass `pixel_noise` alone."
+        )
+    warnings.warn(
+        "SyntheticAmbiguityDataModule's argument `noise` (the pixel noise) is deprecated and will be removed: "
+        "rename it `pixel_noise` (`--data.init_args.pixel_noise`); elsewhere `noise` is the label noise.",
+        FutureWarning,
+        stacklevel=3,
+    )
+    return noise
 
 
 class SyntheticAmbiguityDataModule(AverageKDataModule):
@@ -46,13 +67,14 @@ class SyntheticAmbiguityDataModule(AverageKDataModule):
         ambiguity: probability that a sample mixes several siblings, in [0, 1].
         power: exponent of the power-law class prior (0: balanced).
         sibling_distance: how far sibling prototypes are from their superclass pattern.
-        noise: standard deviation of the pixel noise.
+        pixel_noise: standard deviation of the pixel noise.
         label_noise: share of each posterior spread at random over all classes, in [0, 1].
         seed: seed of the prototypes and of every split.
         batch_size: samples per batch on each device.
         num_workers: data-loading worker processes per device (0: load in the main process).
         pin_memory: pin host memory for faster transfers (only where CUDA is available).
         persistent_workers: keep the worker processes between epochs (when `num_workers` > 0).
+        noise: the former name of `pixel_noise` (everywhere else `noise` is label noise): deprecated.
 
     Example:
         >>> data = SyntheticAmbiguityDataModule(train_size=64, val_size=32, test_size=32)
@@ -73,15 +95,17 @@ class SyntheticAmbiguityDataModule(AverageKDataModule):
         ambiguity: float = 0.5,
         power: float = 1.0,
         sibling_distance: float = 0.7,
-        noise: float = 0.3,
+        pixel_noise: float = _PIXEL_NOISE,
         label_noise: float = 0.05,
         seed: int = 0,
         batch_size: int = 128,
         num_workers: int = 0,
         pin_memory: bool = True,
         persistent_workers: bool = True,
+        noise: float | None = None,
     ) -> None:
         super().__init__(batch_size, num_workers, pin_memory, persistent_workers)
+        pixel_noise = _pixel_noise(pixel_noise, noise)
         for name, value in (("num_superclasses", num_superclasses), ("image_size", image_size)):
             check_integer(name, value)
         check_integer("classes_per_superclass", classes_per_superclass, minimum=2)
@@ -89,7 +113,7 @@ class SyntheticAmbiguityDataModule(AverageKDataModule):
             check_integer(name, value)
         check_probability("ambiguity", ambiguity)
         check_probability("label_noise", label_noise)
-        for name, value in (("power", power), ("sibling_distance", sibling_distance), ("noise", noise)):
+        for name, value in (("power", power), ("sibling_distance", sibling_distance), ("pixel_noise", pixel_noise)):
             if value < 0:
                 raise InvalidInputError(f"Expected argument `{name}` to be >= 0, but got {value!r}")
         self.num_superclasses = num_superclasses
@@ -99,7 +123,7 @@ class SyntheticAmbiguityDataModule(AverageKDataModule):
         self.ambiguity = ambiguity
         self.power = power
         self.sibling_distance = sibling_distance
-        self.noise = noise
+        self.pixel_noise = pixel_noise
         self.label_noise = label_noise
         self.seed = seed
         self.prototypes, self.class_prior = self._make_classes()
@@ -159,7 +183,7 @@ class SyntheticAmbiguityDataModule(AverageKDataModule):
         posteriors = (1 - self.label_noise) * posteriors + self.label_noise * background
         targets = torch.multinomial(posteriors, 1, generator=generator).squeeze(1)
         images = (posteriors @ self.prototypes.flatten(1)).view(size, 3, self.image_size, self.image_size)
-        images = images + self.noise * torch.randn(images.shape, generator=generator)
+        images = images + self.pixel_noise * torch.randn(images.shape, generator=generator)
         return TensorDataset(images, targets, posteriors)
 
     def _split(self, split: str) -> TensorDataset:

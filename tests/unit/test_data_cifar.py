@@ -189,3 +189,17 @@ def test_noise_rule_is_checked_and_saved(cifar_dir, tmp_path):
     assert saved["noise_rule"] == "reference" and saved["requested_noise"] == 0.5
     assert saved["train_index_of_changed_labels"] == data.noisy_indices.tolist()
     assert saved["realised_noise_rate"] == pytest.approx(data.realised_noise_rate)
+
+
+def test_train_size_and_long_tail_follow_the_in_memory_protocol(tmp_path):
+    write_fake_cifar100(tmp_path, train_per_class=12)  # 1,200 images: 100 validation, 11 per class on average
+    balanced = _module(tmp_path, train_size=500)
+    balanced.setup("fit")
+    assert balanced.class_counts.tolist() == [5] * 100
+    data = _module(tmp_path, imbalance=5, imbalance_seed=2)
+    data.setup("fit")
+    available = _module(tmp_path).class_counts  # per class, before the long tail
+    rank = torch.randperm(100, generator=torch.Generator().manual_seed(2))
+    expected = [max(1, round(int(available.min()) * 5 ** (-int(r) / 99))) for r in rank]
+    assert data.class_counts.tolist() == expected
+    assert torch.equal(data.val_dataset.labels, balanced.val_dataset.labels)  # the split does not move

@@ -87,3 +87,16 @@ def test_images_carry_the_class_signal(data):
 def test_bad_arguments_are_named(kwargs, message):
     with pytest.raises(ValueError, match=message):
         SyntheticAmbiguityDataModule(**kwargs)
+
+
+def test_the_former_name_of_the_pixel_noise_gives_the_same_data_with_a_deprecation_warning():
+    sizes = {"train_size": 64, "val_size": 32, "test_size": 32}
+    with pytest.warns(FutureWarning, match="`noise` \\(the pixel noise\\) is deprecated .* rename it `pixel_noise`"):
+        former = SyntheticAmbiguityDataModule(noise=0.5, **sizes)
+    current = SyntheticAmbiguityDataModule(pixel_noise=0.5, **sizes)
+    former.setup("fit")
+    current.setup("fit")
+    assert former.pixel_noise == 0.5
+    assert torch.equal(former.train_dataset.tensors[0], current.train_dataset.tensors[0])
+    with pytest.raises(ValueError, match="both `noise`=0.5 and `pixel_noise`=0.1"):
+        SyntheticAmbiguityDataModule(noise=0.5, pixel_noise=0.1)
