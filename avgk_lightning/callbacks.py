@@ -1,4 +1,4 @@
-"""Callbacks: PseudoLabelThreshold (λ_pl of the two-head loss) and BestAndLastCheckpoint."""
+"""Callbacks: PseudoLabelThreshold (λ_pl of the two-head loss) and PreemptionCheckpoint (``last.ckpt`` on SIGTERM)."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from avgk_lightning.pseudo_labels import (  # noqa: F401  (the histogram's names
     histogram_threshold,
 )
 
-__all__ = ["BestAndLastCheckpoint", "PseudoLabelThreshold"]
+__all__ = ["PreemptionCheckpoint", "PseudoLabelThreshold"]
 
 
 class PseudoLabelThreshold(Callback):
@@ -126,44 +126,34 @@ class PseudoLabelThreshold(Callback):
         self.statistics.load_state_dict(state_dict)
 
 
-class BestAndLastCheckpoint(ModelCheckpoint):
-    """``ModelCheckpoint`` whose ``last.ckpt`` (``save_last=True``) holds the latest epoch, on every Lightning.
+class PreemptionCheckpoint(Callback):
+    """Writes ``last.ckpt`` when a scheduler pre-empts training (SIGTERM), so ``--ckpt_path last`` resumes there.
 
-    Since Lightning 2.6, ``save_last=True`` writes ``last.ckpt`` only when a top-k checkpoint is saved
-    at the same step: with ``save_top_k=1`` it is a copy of the best epoch, and resuming from it, or
-    testing "the last epoch", silently goes back to the best one. This subclass also writes it after
-    checkpointing step (training epoch or validation end, as ModelCheckpoint decides) that saved nothing, so
-    ``last.ckpt`` is always the latest epoch. On SIGTERM (a scheduler's pre-emption) during training it
-    writes ``last.ckpt`` after the batch under way, and ``--ckpt_path last`` resumes from there.
-    Everything else is ``ModelCheckpoint``'s (the CLI's ``--checkpoint.*`` arguments).
+    Lightning stops after the training batch under way when the process gets SIGTERM; this callback then
+    saves the run at that batch into ``dirpath/filename.ckpt``, the file the CLI's ``--last_checkpoint``
+    (a stock ``ModelCheckpoint`` keeping the latest epoch) writes at every epoch end, and the resumed run
+    continues the epoch exactly (:mod:`avgk_lightning.resume`). A SIGTERM during validation saves nothing:
+    the latest checkpoint stays the one to resume. The CLI configures it as ``--preemption.*``.
 
     Example:
-        >>> checkpoint = BestAndLastCheckpoint(monitor="val/avgk_acc@2", mode="max", filename="best", save_last=True)
+        >>> from lightning.pytorch import Trainer
+        >>> from lightning.pytorch.callbacks import ModelCheckpoint
+        >>> latest = ModelCheckpoint(dirpath="runs/checkpoints", filename="last", enable_version_counter=False)
+        >>> trainer = Trainer(callbacks=[latest, PreemptionCheckpoint(dirpath="runs/checkpoints")], logger=False)
     """
 
-    def _save_last_if_not_saved(self, trainer: Trainer) -> None:
-        if self.save_last and self._last_global_step_saved != trainer.global_step:
-            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
-
-    def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        super().on_train_epoch_end(trainer, pl_module)
-        if not self._should_skip_saving_checkpoint(trainer) and self._should_save_on_train_epoch_end(trainer):
-            self._save_last_if_not_saved(trainer)
-
-    def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        super().on_validation_end(trainer, pl_module)
-        if not self._should_skip_saving_checkpoint(trainer) and not self._should_save_on_train_epoch_end(trainer):
-            self._save_last_if_not_saved(trainer)
+    def __init__(self, dirpath: str | None = None, filename: str = "last") -> None:
+        super().__init__()
+        self.dirpath = dirpath
+        self.filename = filename
 
     def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
-        # SIGTERM (a scheduler's pre-emption): Lightning stops after the training batch under way; save
-        # last.ckpt there, from which --ckpt_path last resumes the epoch exactly (ResumableLoader).
-        if not isinstance(exception, SIGTERMException) or not self.save_last or self.dirpath is None:
+        if not isinstance(exception, SIGTERMException) or self.dirpath is None:
             return
-        if not trainer.training:  # stopped during validation: the last checkpoint stays the one to resume
+        if not trainer.training:
             rank_zero_warn(f"Stopped by SIGTERM during {trainer.state.stage}: resume with --ckpt_path last.")
             return
-        path = os.path.join(self.dirpath, self.CHECKPOINT_NAME_LAST + self.FILE_EXTENSION)
+        path = os.path.join(self.dirpath, f"{self.filename}{ModelCheckpoint.FILE_EXTENSION}")
         trainer.save_checkpoint(path)
         rank_zero_info(
             f"Stopped by SIGTERM at epoch {trainer.current_epoch}, global step {trainer.global_step}: saved {path}. "

@@ -40,6 +40,8 @@ __all__ = [
 CHECKPOINT_KEY = "average_k"
 # Prefixes of the network's weights: the module held backbone and heads directly before models.TwoHeadNetwork.
 _NETWORK_PREFIXES = ("backbone.", "softmax_head.", "multilabel_head.")
+# The callback state key of best.ckpt's ModelCheckpoint subclass before stock callbacks kept best.ckpt and last.ckpt.
+_BEST_AND_LAST = "BestAndLastCheckpoint"
 
 
 def read_checkpoint(path: str | Path, argument: str = "ckpt_path") -> dict[str, Any]:
@@ -130,12 +132,16 @@ def upgrade(checkpoint: dict[str, Any]) -> None:
     """Bring a checkpoint of an earlier release to the current format, in place.
 
     The network's weights moved under ``network.`` (``backbone.*`` is now ``network.backbone.*``), and
-    ROLE's label estimates are saved as a named per-epoch state.
+    ROLE's label estimates are saved as a named per-epoch state, and the state of ``best.ckpt``'s callback,
+    once a ModelCheckpoint subclass, is a stock ``ModelCheckpoint``'s (so a resumed run keeps its best score).
     """
     state_dict = checkpoint.get("state_dict")
     if state_dict is not None and any(key.startswith(_NETWORK_PREFIXES) for key in state_dict):
         for key in [key for key in state_dict if key.startswith(_NETWORK_PREFIXES)]:
             state_dict[f"network.{key}"] = state_dict.pop(key)
+    callbacks = checkpoint.get("callbacks", {})
+    for key in [key for key in callbacks if key.startswith(_BEST_AND_LAST)]:
+        callbacks["ModelCheckpoint" + key.removeprefix(_BEST_AND_LAST)] = callbacks.pop(key)
     saved = checkpoint.get(CHECKPOINT_KEY, {})
     loss_state = saved.get("loss_state", {})
     if "estimate_logits" in loss_state:

@@ -6,33 +6,31 @@ import warnings
 from collections.abc import Sequence
 from typing import Any
 
-import torch
 from lightning.pytorch import LightningModule
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
-from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor, nn
 
 from avgk_lightning import checkpoint as checkpoint_format
-from avgk_lightning.batch import Batch, without_padding
+from avgk_lightning.batch import Batch
 from avgk_lightning.checks import check_choice, check_module_arguments
+from avgk_lightning.divergence import attached_trainer, check_finite_loss, check_finite_weights
 from avgk_lightning.epoch_state import merge_across_processes
-from avgk_lightning.errors import InvalidInputError, NonFiniteLossError
+from avgk_lightning.errors import InvalidInputError
 from avgk_lightning.evaluation import Calibration, Evaluation
-from avgk_lightning.functional import average_k_sets, ordered_sets
+from avgk_lightning.evaluation_steps import EvaluationSteps
 from avgk_lightning.losses import build_loss
 from avgk_lightning.metrics import EvaluationResult
 from avgk_lightning.models import TwoHeadNetwork, create_backbone
-from avgk_lightning.naming import format_k, monitor_name
 from avgk_lightning.pseudo_labels import PseudoLabelRule
 from avgk_lightning.recipes import reference_optimizer, reference_scheduler
-from avgk_lightning.report import test_report
+from avgk_lightning.set_prediction import SetPrediction
 
 __all__ = ["DEFAULT_EVAL_KS", "TwoHeadModule"]
 
 DEFAULT_EVAL_KS = (1.0, 2.0, 3.0, 5.0, 10.0)
 
 
-class TwoHeadModule(LightningModule):
+class TwoHeadModule(EvaluationSteps, SetPrediction, LightningModule):
     r"""A backbone with a softmax head and a multi-label head, trained for average-K classification.
 
     ``forward(x)`` returns ``(softmax_logits, multilabel_logits)`` of its
@@ -44,10 +42,12 @@ class TwoHeadModule(LightningModule):
     ``an_ls``, ``wan``, ``epr``, ``role``, ``em``) train the multi-label head alone. Heads a method does
     not train are frozen and not evaluated.
 
-    Evaluation follows the Pl@ntNet-300K protocol (:mod:`avgk_lightning.evaluation`): every validation
-    epoch calibrates λ_K on each head's scores for every K of ``eval_ks`` and logs the metrics named in
-    :mod:`avgk_lightning.naming`; the λ_K of the checkpointed epoch are saved with it (``calibration``);
-    ``test`` applies them unchanged, prints the report and keeps its results in ``test_results``.
+    Evaluation follows the Pl@ntNet-300K protocol (:class:`~avgk_lightning.evaluation_steps.EvaluationSteps`):
+    every validation epoch calibrates λ_K on each head's scores for every K of ``eval_ks`` and logs the
+    metrics named in :mod:`avgk_lightning.naming`; the λ_K of the checkpointed epoch are saved with it
+    (``calibration``); ``test`` applies them unchanged, prints the report and keeps its results in
+    ``test_results``. Sets are predicted by :class:`~avgk_lightning.set_prediction.SetPrediction`
+    (:meth:`predict_sets`, ``predict``).
 
     New backbones: override :meth:`build_backbone`.
 
@@ -207,7 +207,7 @@ class TwoHeadModule(LightningModule):
         self.loss.on_train_epoch_start(self.current_epoch)
 
     def _merge_epoch_states(self) -> None:
-        if self._trainer is not None and self.trainer.state.fn == "fit":
+        if attached_trainer(self) is not None and self.trainer.state.fn == "fit":
             for state in self.loss.epoch_states().values():
                 merge_across_processes(state, lambda tensor: self.trainer.strategy.reduce(tensor, reduce_op="sum"))
 
@@ -226,8 +226,7 @@ class TwoHeadModule(LightningModule):
         step = None if self.pseudo_label_rule is None else self.pseudo_label_rule(softmax_logits, batch.target)
         labels = None if step is None else step.labels
         terms = self.loss(softmax_logits, multilabel_logits, batch.target, labels, batch.index)
-        if not torch.isfinite(terms["loss"]):
-            self._stop_on_non_finite_loss(terms["loss"], batch_idx)
+        check_finite_loss(terms["loss"], self, batch_idx)
         size = batch.target.shape[0]
         self.log("train/loss", terms["loss"], prog_bar=True, on_step=True, on_epoch=True, batch_size=size)
         # Top-1 accuracy on the training labels as given (noisy where the data add noise): how far the
@@ -240,158 +239,18 @@ class TwoHeadModule(LightningModule):
                 self.log(f"train/{name}", value, on_step=False, on_epoch=True, batch_size=size)
         return {"loss": terms["loss"], "pseudo_labels": step}
 
-    def _last_good_checkpoint(self) -> str:
-        checkpoint = self.trainer.checkpoint_callback if self._trainer is not None else None
-        saved = (checkpoint.last_model_path or checkpoint.best_model_path) if checkpoint is not None else ""
-        return saved or "no checkpoint yet"
-
-    def _stop_on_non_finite_loss(self, loss: Tensor, batch_idx: int) -> None:
-        raise NonFiniteLossError(
-            f"The training loss is {float(loss)} at global step {self.global_step} (epoch {self.current_epoch}, "
-            f"batch index {batch_idx}): training stopped before this update. The last good weights are in "
-            f"{self._last_good_checkpoint()}. Lower the learning rate, or check this batch's data."
-        )
-
-    def _evaluation_step(self, stage: str, batch: Batch | Sequence[Tensor]) -> None:
-        batch = without_padding(Batch.of(batch))  # a process without samples of its own still steps
-        scores = self.network.scores(batch.images, self.evaluation_heads)
-        if batch.posteriors is not None and (stage == "val" or "oracle" in self.calibration.average_k):
-            scores["oracle"] = batch.posteriors.float()
-        self.evaluation.update(stage, scores, batch.target)
-
-    def validation_step(self, batch: Batch | Sequence[Tensor], batch_idx: int) -> None:
-        self._evaluation_step("val", batch)
-
-    def test_step(self, batch: Batch | Sequence[Tensor], batch_idx: int) -> None:
-        self._evaluation_step("test", batch)
-
-    def on_validation_epoch_end(self) -> None:
-        results = self.evaluation.compute("val")
-        logged = self.evaluation.logged("val", results)
-        self.log_dict(logged, sync_dist=False)  # identical on every process: the states were gathered
-        if self.trainer.sanity_checking:
-            return
-        for head, result in results.items():
-            self.calibration.record(head, result)
-        name = monitor_name(self.k).removeprefix("val/")
-        keys = (f"val/{name}", f"val/softmax/{name}", f"val/oracle/{name}")
-        rank_zero_info(
-            f"Epoch {self.current_epoch}: " + ", ".join(f"{key} {logged[key]:.4f}" for key in keys if key in logged)
-        )
-
-    def on_test_epoch_start(self) -> None:
-        self.evaluation.apply(self.calibration)
-        self.test_results = {}
-
-    def on_test_epoch_end(self) -> None:
-        self.test_results = self.evaluation.compute("test")
-        logged = self.evaluation.logged("test", self.test_results)
-        self.log_dict(logged, sync_dist=False)
-        if self.trainer.is_global_zero:
-            set_head = self.loss.set_head
-            report = test_report(
-                self.test_results, logged, self.eval_ks, self.k, set_head, self.coverages, self.evaluation.multilabel_ks
-            )
-            rank_zero_info(report)
-
-    def prediction_head(self, k: float | None = None, argument: str = "predict_k") -> str:
-        """The head whose sets are predicted at `k` (default `predict_k`): see the `predict_head` argument.
-
-        With ``predict_head: validation``, the head of :attr:`evaluation_heads` with the higher validation
-        average-K accuracy at `k` (the set head on a tie), as recorded with the checkpoint's λ_K. A model
-        with a multi-label head per K serves other K from its softmax head only: there, ``validation``
-        gives the softmax head, and a multi-label head is an error naming the trained K.
-
-        Example:
-            >>> model = TwoHeadModule(num_classes=5, k=2, predict_head="validation")
-            >>> model.calibration.average_k = {"multilabel": {2.0: 0.31}, "softmax": {2.0: 0.42}}
-            >>> model.calibration.accuracy = {"multilabel": {2.0: 0.90}, "softmax": {2.0: 0.93}}
-            >>> model.prediction_head(), TwoHeadModule(num_classes=5, k=2).prediction_head()
-            ('softmax', 'multilabel')
-        """
-        k = self.predict_k if k is None else float(k)
-        trained = len(self.ks) == 1 or k in self.ks
-        if self.predict_head == "validation":
-            heads = [head for head in self.evaluation_heads if trained or head != "multilabel"]
-            return self.calibration.better_head(heads, k, argument)
-        head = self.loss.set_head if self.predict_head is None else self.predict_head
-        if head == "multilabel" and not trained:
-            raise InvalidInputError(
-                f"K={format_k(k)} (argument `{argument}`) was not trained: this model's multi-label heads serve K = "
-                f"{', '.join(map(format_k, self.ks))}. Pick one of them, or predict_head softmax (calibrated at "
-                "every K of eval_ks)."
-            )
-        return head
-
-    def calibrated_threshold(self, k: float | None = None, argument: str = "predict_k") -> float:
-        """The λ_K of the :meth:`prediction_head` calibrated on validation for `k` (default `predict_k`).
-
-        Raises an error naming `argument` and listing the calibrated K when `k` was not calibrated.
-        """
-        k = self.predict_k if k is None else float(k)
-        return self.calibration.threshold(self.prediction_head(k, argument), k, argument)
-
-    def _head_scores(self, images: Tensor, head: str, k: float) -> Tensor:
-        """(N, L) scores of `head` for `images`; of the multi-label head of `k` where there is one per K."""
-        scores = self.network.scores(images, [head])[head]
-        return scores if scores.ndim == 2 else scores[:, self.ks.index(float(k))]
-
-    def predict_step(self, batch: Batch | Sequence[Tensor] | Tensor, batch_idx: int) -> dict[str, Any]:
-        """Scores of the :meth:`prediction_head`, the boolean set mask at K = `predict_k`, that K and its λ_K."""
-        threshold = self.calibrated_threshold()
-        head = self.prediction_head()
-        scores = self._head_scores(Batch.of(batch).images, head, self.predict_k)
-        return {
-            "scores": scores,
-            "sets": average_k_sets(scores, threshold),
-            "k": self.predict_k,
-            "threshold": threshold,
-        }
-
-    @torch.no_grad()
-    def predict_sets(self, images: Tensor, k: float | None = None) -> list[list[int]]:
-        """The predicted set of each image as class indices ordered by decreasing score, at the λ_K of `k`.
-
-        `images` is a (N, C, H, W) batch already transformed as in evaluation; `k` defaults to
-        `predict_k` and must be one of the calibrated K (see :meth:`calibrated_threshold`).
-
-        Example (with a trained model): ``model.predict_sets(images, k=3)`` -> ``[[4, 17], [8], ...]``.
-        """
-        k = self.predict_k if k is None else float(k)
-        threshold = self.calibrated_threshold(k)
-        head = self.prediction_head(k)
-        was_training = self.training
-        self.eval()
-        try:
-            scores = self._head_scores(images.to(self.device), head, k)
-        finally:
-            self.train(was_training)
-        return ordered_sets(scores, threshold)
-
-    def predict_set_names(self, images: Tensor, k: float | None = None) -> list[list[str]]:
-        """:meth:`predict_sets` with class names (the data module's, or the class indices as text)."""
-        names = self.class_names or [str(index) for index in range(self.num_classes)]
-        return [[names[index] for index in indices] for indices in self.predict_sets(images, k)]
-
     def configure_optimizers(self) -> dict[str, Any]:
         parameters = [p for p in self.parameters() if p.requires_grad]
         optimizer = (self.optimizer_factory or reference_optimizer)(parameters)
         if self.lr_scheduler_factory is None:
-            scheduler = reference_scheduler(optimizer, self.trainer.max_epochs if self._trainer is not None else None)
+            trainer = attached_trainer(self)
+            scheduler = reference_scheduler(optimizer, None if trainer is None else trainer.max_epochs)
         else:
             scheduler = self.lr_scheduler_factory(optimizer)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        # Never a best or last checkpoint of diverged weights (the loss check sees them one step late).
-        weights = checkpoint.get("state_dict", {}).items()
-        broken = [name for name, value in weights if value.is_floating_point() and not value.isfinite().all()]
-        if broken:
-            raise NonFiniteLossError(
-                f"The weights hold NaN or infinite values ({broken[0]}) at global step {self.global_step} (epoch "
-                f"{self.current_epoch}): training stopped and no checkpoint of them was written. The last good "
-                f"weights are in {self._last_good_checkpoint()}. Lower the learning rate, or check the data."
-            )
+        check_finite_weights(checkpoint.get("state_dict", {}), self)
         checkpoint_format.save(checkpoint, self.num_classes, self.method, self.calibration, self.loss, self.ks)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:

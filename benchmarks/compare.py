@@ -215,8 +215,7 @@ def run_job(
     recorder = _EpochRecorder()
     cli.trainer.callbacks.append(recorder)
     cli.trainer.fit(cli.model, datamodule=cli.datamodule)
-    checkpoint = cli.trainer.checkpoint_callback
-    paths = {"best": checkpoint.best_model_path, "last": checkpoint.last_model_path}
+    paths = {name: callback.best_model_path for name, callback in cli.checkpoint_callbacks().items()}
     results, epochs = {}, {}
     for name in checkpoints:
         (metrics,) = cli.trainer.test(cli.model, datamodule=cli.datamodule, ckpt_path=paths[name], verbose=False)

@@ -7,14 +7,15 @@ import sys
 from typing import Any
 
 from lightning.pytorch import Trainer
-from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.utilities import rank_zero_info
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from avgk_lightning.atomic import AtomicCheckpointIO
-from avgk_lightning.callbacks import BestAndLastCheckpoint, PseudoLabelThreshold
+from avgk_lightning.callbacks import PreemptionCheckpoint, PseudoLabelThreshold
 from avgk_lightning.cli.checkpoint_args import check_checkpoint_path, reconcile_model_arguments
 from avgk_lightning.cli.run_dirs import VersionedSaveConfigCallback, latest_last_checkpoint, resolve_run_dir
 from avgk_lightning.cli.wandb_offline import offline_unless_reachable
@@ -24,6 +25,7 @@ from avgk_lightning.module import TwoHeadModule
 from avgk_lightning.naming import monitor_name
 from avgk_lightning.plots import TestPlots
 from avgk_lightning.prediction import SetPredictionWriter
+from avgk_lightning.wandb_tables import TestTables
 
 __all__ = ["AverageKCLI", "run_cli"]
 
@@ -36,14 +38,18 @@ class AverageKCLI(LightningCLI):
     """LightningCLI with the pseudo-label callback and the checkpoint callback always configured.
 
     * ``--pseudo_labels.scope`` configures :class:`~avgk_lightning.PseudoLabelThreshold`;
-    * ``--checkpoint.*`` configures :class:`~avgk_lightning.callbacks.BestAndLastCheckpoint`, a
-      ``ModelCheckpoint`` (default: keep ``best.ckpt``, the epoch with the best ``val/avgk_acc@K`` for the
-      model's `k`, and ``last.ckpt``, the latest epoch);
+    * ``--checkpoint.*`` configures the ``ModelCheckpoint`` of ``best.ckpt`` (the epoch with the best
+      ``val/avgk_acc@K`` for the model's first `k`), ``--last_checkpoint.*`` the one of ``last.ckpt`` (the
+      latest state, written at each checkpointing step of the first: ``--checkpoint.every_n_train_steps``
+      and the validation schedule; ``--last_checkpoint.save_top_k 0`` keeps none), and
+      ``--preemption.*`` the :class:`~avgk_lightning.callbacks.PreemptionCheckpoint` that writes ``last.ckpt``
+      at the batch where a scheduler's SIGTERM stops training;
     * ``--predictions.output`` / ``--predictions.overwrite`` configure the
       :class:`~avgk_lightning.prediction.SetPredictionWriter` of ``predict`` (default
       ``<run dir>/predictions.jsonl``);
     * ``--plots.enabled`` switches the :class:`~avgk_lightning.plots.TestPlots` of ``test`` (PNG files in
-      ``<run dir>/plots/``, images in W&B);
+      ``<run dir>/plots/``, images in W&B), ``--tables.enabled`` its
+      :class:`~avgk_lightning.wandb_tables.TestTables` (results, per-class results and set sizes in W&B);
     * ``data.num_classes``, ``data.class_names`` and ``data.class_counts`` are linked into the model;
     * every run writes into a new ``<trainer.default_root_dir>/version_N`` (its config, checkpoints and
       logs), so nothing of an earlier run is overwritten (:mod:`avgk_lightning.cli.run_dirs`);
@@ -55,10 +61,16 @@ class AverageKCLI(LightningCLI):
 
     def add_arguments_to_parser(self, parser: Any) -> None:
         parser.add_lightning_class_args(PseudoLabelThreshold, "pseudo_labels")
-        parser.add_lightning_class_args(BestAndLastCheckpoint, "checkpoint")
+        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.add_lightning_class_args(ModelCheckpoint, "last_checkpoint")
+        parser.add_lightning_class_args(PreemptionCheckpoint, "preemption")
         parser.add_lightning_class_args(SetPredictionWriter, "predictions")
         parser.add_lightning_class_args(TestPlots, "plots")
-        parser.set_defaults({"checkpoint.filename": "best", "checkpoint.mode": "max", "checkpoint.save_last": True})
+        parser.add_lightning_class_args(TestTables, "tables")
+        parser.set_defaults({"checkpoint.filename": "best", "checkpoint.mode": "max"})
+        parser.set_defaults(_LATEST_EPOCH)
+        for name in _SCHEDULE:  # last.ckpt is written at every checkpointing step of best.ckpt's callback
+            parser.link_arguments(f"checkpoint.{name}", f"last_checkpoint.{name}")
         parser.link_arguments("model.init_args.k", "checkpoint.monitor", compute_fn=monitor_name)
         parser.link_arguments("data.num_classes", "model.init_args.num_classes", apply_on="instantiate")
         parser.link_arguments("data.class_names", "model.init_args.class_names", apply_on="instantiate")
@@ -73,20 +85,22 @@ class AverageKCLI(LightningCLI):
             trainer.strategy.checkpoint_io = AtomicCheckpointIO()
         return trainer
 
-    def _parse_ckpt_path(self) -> None:
+    def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
+        """Parse as LightningCLI does, then check ``--ckpt_path`` before Lightning reads its hyperparameters."""
+        super().parse_arguments(parser, args)
         subcommand = self.config.get("subcommand")
-        if not subcommand:
-            return
-        ckpt_path = self.config[subcommand].get("ckpt_path")
-        check_checkpoint_path(ckpt_path)
-        before = self.config[subcommand].get("model")
-        given = {} if before is None else dict(vars(before.get("init_args") or {}))
-        super()._parse_ckpt_path()
-        if before is not None:
-            reconcile_model_arguments(given, self.config[subcommand].model.get("init_args"), ckpt_path)
+        self._given_model_arguments: dict[str, Any] | None = None
+        if subcommand:
+            check_checkpoint_path(self.config[subcommand].get("ckpt_path"))
+            model = self.config[subcommand].get("model")
+            self._given_model_arguments = None if model is None else dict(vars(model.get("init_args") or {}))
 
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
+        if self._given_model_arguments is not None:  # Lightning has put the checkpoint's hyperparameters in
+            init_args = config.model.get("init_args")
+            reconcile_model_arguments(self._given_model_arguments, init_args, config.get("ckpt_path"))
+        _refuse_save_last(config)
         root = config.trainer.default_root_dir or "runs"
         resume_dir = None
         if config.get("ckpt_path") == "last":
@@ -96,8 +110,9 @@ class AverageKCLI(LightningCLI):
             resume_dir = last.parent.parent if self.subcommand == "fit" else None  # fit continues in place
         run_dir = resolve_run_dir(root, resume_dir)
         config.trainer.default_root_dir = str(run_dir)
-        if config.checkpoint.dirpath is None:
-            config.checkpoint.dirpath = str(run_dir / "checkpoints")
+        for group in ("checkpoint", "last_checkpoint", "preemption"):
+            if config[group].dirpath is None:
+                config[group].dirpath = str(run_dir / "checkpoints")
         loggers = config.trainer.logger
         for logger in loggers if isinstance(loggers, list) else [loggers]:
             init_args = getattr(logger, "init_args", None)
@@ -108,9 +123,11 @@ class AverageKCLI(LightningCLI):
 
     def _finish_loggers(self) -> None:
         # Close W&B runs so that the next run of the same Python process (a notebook, a test) starts its own.
-        for logger in self.trainer.loggers:
-            if isinstance(logger, WandbLogger) and logger._experiment is not None:
-                logger.experiment.finish()
+        if any(isinstance(logger, WandbLogger) for logger in self.trainer.loggers):
+            import wandb
+
+            if wandb.run is not None:
+                wandb.finish()
 
     def after_validate(self) -> None:
         self._finish_loggers()
@@ -123,12 +140,37 @@ class AverageKCLI(LightningCLI):
 
     def after_fit(self) -> None:
         self._finish_loggers()
-        checkpoint = self.trainer.checkpoint_callback
-        if checkpoint is not None and checkpoint.best_model_path:
+        best = self.checkpoint_callbacks()["best"]
+        if best.best_model_path:
             rank_zero_info(
-                f"Best checkpoint ({checkpoint.monitor} = {float(checkpoint.best_model_score):.4f}): "
-                f"{checkpoint.best_model_path}\nTest it with: python train.py test --config CONFIG "
-                f"--ckpt_path {checkpoint.best_model_path}"
+                f"Best checkpoint ({best.monitor} = {float(best.best_model_score):.4f}): "
+                f"{best.best_model_path}\nTest it with: python train.py test --config CONFIG "
+                f"--ckpt_path {best.best_model_path}"
+            )
+
+    def checkpoint_callbacks(self) -> dict[str, ModelCheckpoint]:
+        """The ``ModelCheckpoint`` of ``best.ckpt`` and the one of ``last.ckpt``, as ``{"best": ..., "last": ...}``.
+
+        After ``fit``, ``["best"].best_model_path`` is the best epoch's file and ``["last"].best_model_path``
+        the latest epoch's (a ``ModelCheckpoint`` without a monitor keeps the newest file as its "best").
+        """
+        config = self.config_init[self.subcommand] if self.subcommand else self.config_init
+        return {"best": config["checkpoint"], "last": config["last_checkpoint"]}
+
+
+# last.ckpt: a stock ModelCheckpoint without a monitor, overwritten in place, checkpointing when best.ckpt's does
+# (Lightning 2.6's save_last=True rewrites last.ckpt only with a new best).
+_LATEST_EPOCH = {"last_checkpoint.filename": "last", "last_checkpoint.enable_version_counter": False}
+_SCHEDULE = ("every_n_train_steps", "every_n_epochs", "train_time_interval", "save_on_train_epoch_end")
+
+
+def _refuse_save_last(config: Any) -> None:
+    for group in ("checkpoint", "last_checkpoint"):
+        if config[group].save_last:
+            raise InvalidInputError(
+                f"--{group}.save_last is not used by train.py: Lightning's save_last writes last.ckpt only when a new "
+                "best is saved (a copy of best.ckpt), and last.ckpt is --last_checkpoint's, the latest epoch. Remove "
+                f"{group}.save_last from the config (--last_checkpoint.save_top_k 0 keeps no last.ckpt)."
             )
 
 

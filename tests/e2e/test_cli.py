@@ -7,6 +7,7 @@ import sys
 import numpy as np
 import pytest
 import torch
+import wandb
 
 from avgk_lightning.checkpoint import read_checkpoint
 from tests.helpers import (
@@ -200,6 +201,14 @@ def test_wandb_asked_online_without_a_key_falls_back_to_offline(tmp_path, run_ro
         cli = _run("fit", run_root, "--trainer.logger.init_args.offline=false", "--model=tests.helpers.TinyCNNModule")
     assert cli.trainer.logger._offline is True
     assert list((run_root / "version_0" / "wandb").glob("offline-run-*"))
+
+
+def test_each_run_of_one_process_logs_its_own_wandb_run(run_root, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    for _ in range(2):  # a notebook running two fits, one after the other
+        _run("fit", run_root, "--model=tests.helpers.TinyCNNModule")
+        assert wandb.run is None  # the CLI finished its run
+    assert [len(list((run_root / f"version_{v}" / "wandb").glob("offline-run-*"))) for v in (0, 1)] == [1, 1]
 
 
 def test_a_checkpoint_of_another_method_is_refused_before_training(fitted, capsys):

@@ -1,5 +1,5 @@
 """The callbacks in training: PseudoLabelThreshold (epoch and batch scope, resume), the non-finite loss stop, and
-BestAndLastCheckpoint."""
+the CLI's best.ckpt and last.ckpt (two stock ModelCheckpoints)."""
 
 import pytest
 import torch
@@ -7,10 +7,9 @@ from lightning.pytorch import Callback, LightningModule
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from avgk_lightning import PseudoLabelThreshold
-from avgk_lightning.callbacks import BestAndLastCheckpoint
 from avgk_lightning.data import SyntheticAmbiguityDataModule
 from avgk_lightning.errors import NonFiniteLossError
-from tests.helpers import TinyCNNModule, cpu_trainer, frozen_sgd
+from tests.helpers import TinyCNNModule, cli_args, cli_in_process, cpu_trainer, frozen_sgd
 
 
 def _frozen_module(**kwargs):
@@ -115,7 +114,7 @@ def test_non_finite_loss_stops_training_and_keeps_the_last_good_checkpoint(tmp_p
 
 
 class _DecliningScore(LightningModule):
-    """A model whose validation score falls every epoch: its best epoch is the first one."""
+    """A model whose validation score (the CLI's monitor for K = 2) falls every epoch: its best epoch is the first."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -125,20 +124,55 @@ class _DecliningScore(LightningModule):
         return self.layer(batch[0]).pow(2).mean()
 
     def validation_step(self, batch, batch_idx):
-        self.log("score", -float(self.current_epoch))
+        self.log("val/avgk_acc@2", -float(self.current_epoch))
 
     def configure_optimizers(self):
         return torch.optim.SGD(self.parameters(), lr=0.01)
 
 
-def test_last_checkpoint_is_the_latest_epoch_when_the_best_is_older(tmp_path):
+def _cli_checkpoints(root, k=2):
+    """The ModelCheckpoints of best.ckpt and last.ckpt exactly as `train.py fit` configures them (run dir in `root`)."""
+    cli = cli_in_process([*cli_args(), f"--model.init_args.k={k}", f"--trainer.default_root_dir={root}"], run=False)
+    callbacks = cli.checkpoint_callbacks()
+    assert all(type(callback) is ModelCheckpoint for callback in callbacks.values())  # stock callbacks
+    return callbacks
+
+
+@pytest.mark.parametrize("check_val_every_n_epoch", [1, 2])
+def test_last_checkpoint_is_the_latest_epoch_when_the_best_is_older(tmp_path, check_val_every_n_epoch):
     loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.randn(8, 2)), batch_size=4)
-    checkpoint = BestAndLastCheckpoint(dirpath=tmp_path, monitor="score", mode="max", filename="best", save_last=True)
-    trainer = cpu_trainer(max_epochs=3, callbacks=[checkpoint], enable_checkpointing=True)
+    callbacks = _cli_checkpoints(tmp_path)
+    trainer = cpu_trainer(
+        max_epochs=4,
+        callbacks=list(callbacks.values()),
+        enable_checkpointing=True,
+        check_val_every_n_epoch=check_val_every_n_epoch,
+    )
     trainer.fit(_DecliningScore(), loader, loader)
-    assert torch.load(tmp_path / "best.ckpt", weights_only=True)["epoch"] == 0
-    assert torch.load(tmp_path / "last.ckpt", weights_only=True)["epoch"] == 2
-    assert checkpoint.last_model_path == str(tmp_path / "last.ckpt")
+    directory = tmp_path / "version_0" / "checkpoints"
+    assert sorted(path.name for path in directory.iterdir()) == ["best.ckpt", "last.ckpt"]
+    assert torch.load(directory / "best.ckpt", weights_only=True)["epoch"] == check_val_every_n_epoch - 1
+    assert torch.load(directory / "last.ckpt", weights_only=True)["epoch"] == 3
+    assert callbacks["best"].best_model_path == str(directory / "best.ckpt")
+    assert callbacks["last"].best_model_path == str(directory / "last.ckpt")
+
+
+def test_a_resumed_run_keeps_writing_best_and_last_in_place(tmp_path):
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.randn(8, 2)), batch_size=4)
+    first = _cli_checkpoints(tmp_path)
+    cpu_trainer(max_epochs=2, callbacks=list(first.values()), enable_checkpointing=True).fit(
+        _DecliningScore(), loader, loader
+    )
+    resumed = _cli_checkpoints(tmp_path)  # a new run dir: point both at the first run's, as `fit --ckpt_path last`
+    for name, callback in resumed.items():
+        callback.dirpath = first[name].dirpath
+    directory = tmp_path / "version_0" / "checkpoints"
+    cpu_trainer(max_epochs=4, callbacks=list(resumed.values()), enable_checkpointing=True).fit(
+        _DecliningScore(), loader, loader, ckpt_path=directory / "last.ckpt"
+    )
+    assert sorted(path.name for path in directory.iterdir()) == ["best.ckpt", "last.ckpt"]  # no best-v1, last-v1
+    assert torch.load(directory / "best.ckpt", weights_only=True)["epoch"] == 0  # the restored best score held
+    assert torch.load(directory / "last.ckpt", weights_only=True)["epoch"] == 3
 
 
 class BreakWeightsAtEpochEnd(Callback):
@@ -155,12 +189,13 @@ class BreakWeightsAtEpochEnd(Callback):
 
 def test_diverged_weights_are_never_written_as_best_or_last(tmp_path):
     model = TinyCNNModule(num_classes=40, k=3)
-    checkpoint = BestAndLastCheckpoint(dirpath=tmp_path, save_last=True, monitor="val/avgk_acc@3", mode="max")
-    callbacks = [PseudoLabelThreshold(), checkpoint, BreakWeightsAtEpochEnd(1)]
+    checkpoints = _cli_checkpoints(tmp_path, k=3)
+    callbacks = [PseudoLabelThreshold(), *checkpoints.values(), BreakWeightsAtEpochEnd(1)]
     trainer = cpu_trainer(default_root_dir=tmp_path, callbacks=callbacks, enable_checkpointing=True, max_epochs=3)
     with pytest.raises(NonFiniteLossError, match="weights hold NaN or infinite values \\(network.softmax_head.bias\\)"):
         trainer.fit(model, _data())
-    for path in tmp_path.glob("*.ckpt"):
+    directory = tmp_path / "version_0" / "checkpoints"
+    for path in directory.glob("*.ckpt"):
         saved = torch.load(path, weights_only=True)
         assert saved["epoch"] == 0 and all(torch.isfinite(value).all() for value in saved["state_dict"].values())
-    assert {path.name for path in tmp_path.glob("*.ckpt")} >= {"last.ckpt"}
+    assert {path.name for path in directory.glob("*.ckpt")} == {"best.ckpt", "last.ckpt"}

@@ -23,6 +23,18 @@ def test_every_config_parses(config, capsys):
     assert "class_path: avgk_lightning" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize("group", ["checkpoint", "last_checkpoint"])
+def test_save_last_is_refused_naming_the_argument_and_the_fix(group, tmp_path, capsys):
+    config = str(ROOT / "configs" / "synthetic_two_head.yaml")
+    args = ["fit", "--config", config, f"--{group}.save_last=true", f"--trainer.default_root_dir={tmp_path}"]
+    with pytest.raises(SystemExit) as exit_info:
+        cli_in_process(args)
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err
+    assert f"error: --{group}.save_last is not used by train.py" in error
+    assert f"Remove {group}.save_last from the config" in error
+
+
 def _epoch_rates(scheduler: torch.optim.lr_scheduler.LRScheduler, epochs: int) -> list[float]:
     """The learning rate of each 0-based epoch when the scheduler steps at every epoch's end (interval "epoch")."""
     rates = []
