@@ -82,6 +82,7 @@ class TwoHeadModule(EvaluationSteps, SetPrediction, LightningModule):
             checkpoint's epoch (see :meth:`prediction_head`). Training and the logged metrics are unchanged.
 
     Example:
+        >>> import torch
         >>> model = TwoHeadModule(num_classes=10, backbone="resnet18", k=2)
         >>> softmax_logits, multilabel_logits = model(torch.randn(2, 3, 32, 32))
         >>> tuple(softmax_logits.shape), tuple(multilabel_logits.shape), model.eval_ks

@@ -205,6 +205,7 @@ def test_wandb_asked_online_without_a_key_falls_back_to_offline(tmp_path, run_ro
 
 def test_each_run_of_one_process_logs_its_own_wandb_run(run_root, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "offline")
+    wandb.finish()  # a run an earlier test left open would be reused
     for _ in range(2):  # a notebook running two fits, one after the other
         _run("fit", run_root, "--model=tests.helpers.TinyCNNModule")
         assert wandb.run is None  # the CLI finished its run

@@ -43,7 +43,8 @@ def tested(tmp_path_factory):
     root = tmp_path_factory.mktemp("wandb")
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("WANDB_MODE", "offline")
-        logger = WandbLogger(save_dir=str(root), offline=True)
+        wandb.finish()  # a run an earlier test left open would be reused by the logger
+        logger = WandbLogger(save_dir=str(root), offline=True, mode="offline")  # whatever an earlier test set up
         data = SyntheticAmbiguityDataModule(train_size=256, val_size=128, test_size=129, batch_size=64)
         counts = data.class_counts.tolist()
         model = TinyCNNModule(num_classes=40, k=2, eval_ks=[1, 2, 3], class_counts=counts, class_names=data.class_names)
