@@ -113,7 +113,8 @@ class TestTables(Callback):
         names = pl_module.class_names or [str(index) for index in range(pl_module.num_classes)]
         class_columns, class_rows = per_class_rows(results, k, names, pl_module.class_counts)
         counts, bins = set_size_bins(results[pl_module.loss.set_head].set_size_histograms[k])
+        rows = result_rows(results, pl_module.eval_ks)
         for logger in loggers:
-            logger.log_table("test/results", columns=RESULT_COLUMNS, data=result_rows(results, pl_module.eval_ks))
+            logger.log_table("test/results", columns=RESULT_COLUMNS, data=rows)
             logger.log_table("test/per_class", columns=class_columns, data=class_rows)
             logger.experiment.log({"test/set_size_histogram": wandb.Histogram(np_histogram=(counts, bins))})
