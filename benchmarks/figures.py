@@ -12,7 +12,7 @@ softmax and checkpoint, each cell coloured by the mean paired difference and lab
 wins / ties / losses over seeds and the verdict where the 95% paired t-interval excludes 0; the same
 numbers are printed as a Markdown table. ``memorisation``: per seed of every setting, the paired
 difference against how far the softmax baseline fits its noisy training labels (its top-1 accuracy on
-them in the last epoch). All read a ``.json`` that ``benchmarks/compare.py`` wrote (or its run
+them in the last epoch). All read a ``.json`` that ``avgk-compare`` wrote (or its run
 journal); nothing is trained. A figure is never written over an existing file.
 """
 
@@ -22,13 +22,9 @@ import argparse
 import json
 import math
 import re
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
-
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 import matplotlib
 
@@ -36,29 +32,23 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 from avgk_lightning.naming import format_k
-from benchmarks.compare import (
-    CHOSEN_PREFIX,
-    SET_PREFIX,
-    SOFTMAX_PREFIX,
-    TIE,
-    paired_differences,
-    paired_verdict,
-    read_journal,
-    with_head_chosen_on_validation,
-)
+from avgk_lightning.study import RunRecord, SavedStudy
+from avgk_lightning.study.journal import read_journal
+from avgk_lightning.study.paired import SET_PREFIX, TIE, paired_differences, paired_verdict
+from avgk_lightning.study.tables import CHOSEN_PREFIX, SOFTMAX_PREFIX, with_head_chosen_on_validation
 
 HEAD_PREFIXES = {"set": SET_PREFIX, "softmax": SOFTMAX_PREFIX, "chosen": CHOSEN_PREFIX}
 
 
-def load_runs(path: Path) -> tuple[list[dict], list[str]]:
+def load_runs(path: Path) -> tuple[list[RunRecord], list[str]]:
     """The runs of a saved comparison (``.json``) or of a run journal (``.runs.jsonl``), and its settings in order."""
     if path.name.endswith(".runs.jsonl"):
         runs = list(read_journal(path).values())
-        settings = list(dict.fromkeys(run["setting"] for run in runs))
+        settings = list(dict.fromkeys(run.setting for run in runs))
     else:
-        saved = json.loads(path.read_text())
-        runs = saved["runs"]
-        settings = saved.get("settings") or list(dict.fromkeys(run["setting"] for run in runs))
+        saved = SavedStudy.from_dict(json.loads(path.read_text()))
+        runs = saved.runs
+        settings = saved.settings or list(dict.fromkeys(run.setting for run in runs))
     return [with_head_chosen_on_validation(run) for run in runs], settings
 
 
@@ -68,13 +58,13 @@ def _noise(setting: str) -> float | None:
 
 
 def noise_curves(
-    runs: Sequence[dict], settings: Sequence[str], label: str, head: str, checkpoint: str
+    runs: Sequence[RunRecord], settings: Sequence[str], label: str, head: str, checkpoint: str
 ) -> dict[float, list[tuple[float, list[float]]]]:
     """Per K: (noise rate, paired differences over seeds) of `label`'s `head` minus softmax, by increasing noise.
 
     Only the settings that are a noise rate alone (``noise=0.4``) count.
     """
-    ks = sorted({run["k"] for run in runs if run["label"] == label})
+    ks = sorted({run.k for run in runs if run.label == label})
     curves: dict[float, list[tuple[float, list[float]]]] = {}
     for k in ks:
         points = []
@@ -90,7 +80,7 @@ def noise_curves(
 
 
 def grid_cells(
-    runs: Sequence[dict], settings: Sequence[str], checkpoints: Sequence[str]
+    runs: Sequence[RunRecord], settings: Sequence[str], checkpoints: Sequence[str]
 ) -> tuple[list[str], list[list[list[float] | None]]]:
     """Column titles and, per setting, the paired differences to softmax of every two-head row, head and checkpoint.
 
@@ -99,13 +89,13 @@ def grid_cells(
     """
     columns: list[tuple[str, str, float, str]] = []
     for run in runs:
-        if run["label"] == "softmax":
+        if run.label == "softmax":
             continue
-        names = next(iter(run["results"].values()))
+        names = next(iter(run.results.values()))
         heads = ["set"] + (["chosen"] if any(name.startswith(CHOSEN_PREFIX) for name in names) else [])
         for head in heads:
             for checkpoint in checkpoints:
-                column = (run["label"], head, run["k"], checkpoint)
+                column = (run.label, head, run.k, checkpoint)
                 if column not in columns:
                     columns.append(column)
     titles = [
@@ -130,21 +120,21 @@ def _signs(differences: Sequence[float]) -> str:
 
 
 def memorisation_points(
-    runs: Sequence[dict], settings: Sequence[str], label: str, checkpoint: str
+    runs: Sequence[RunRecord], settings: Sequence[str], label: str, checkpoint: str
 ) -> dict[str, list[tuple[float, float]]]:
     """Per setting, per seed: (softmax's top-1 accuracy on its noisy training labels in its last epoch, test
     average-K accuracy of `label` minus softmax's at `checkpoint`, at the K `label` was trained for)."""
     points: dict[str, list[tuple[float, float]]] = {}
     for setting in settings:
         rows = {
-            name: {run["seed"]: run for run in runs if run["setting"] == setting and run["label"] == name}
+            name: {run.seed: run for run in runs if run.setting == setting and run.label == name}
             for name in ("softmax", label)
         }
         for seed in sorted(set(rows["softmax"]) & set(rows[label])):
             softmax, other = rows["softmax"][seed], rows[label][seed]
-            name = f"{SET_PREFIX}avgk_acc@{format_k(other['k'])}"
-            gain = other["results"][checkpoint][name] - softmax["results"][checkpoint][name]
-            points.setdefault(setting, []).append((softmax["train_top1_acc"][-1], gain))
+            name = f"{SET_PREFIX}avgk_acc@{format_k(other.k)}"
+            gain = other.results[checkpoint][name] - softmax.results[checkpoint][name]
+            points.setdefault(setting, []).append((softmax.train_top1_acc[-1], gain))
     return points
 
 
@@ -165,15 +155,15 @@ def plot_memorisation(points: dict[str, list[tuple[float, float]]], title: str) 
     return figure
 
 
-def softmax_summary(runs: Sequence[dict], setting: str, k: float = 2.0) -> str:
+def softmax_summary(runs: Sequence[RunRecord], setting: str, k: float = 2.0) -> str:
     """Softmax thresholding in `setting`: mean test average-K accuracy at K = `k`, best / last checkpoint,
     and its mean top-1 on the noisy training labels in the last epoch ("-" without softmax runs)."""
-    own = [run for run in runs if run["setting"] == setting and run["label"] == "softmax"]
+    own = [run for run in runs if run.setting == setting and run.label == "softmax"]
     if not own:
         return "- | -"
     name = f"{SET_PREFIX}avgk_acc@{format_k(k)}"
-    accuracy = {c: sum(run["results"][c][name] for run in own) / len(own) for c in ("best", "last")}
-    fit = sum(run["train_top1_acc"][-1] for run in own) / len(own)
+    accuracy = {c: sum(run.results[c][name] for run in own) / len(own) for c in ("best", "last")}
+    fit = sum(run.train_top1_acc[-1] for run in own) / len(own)
     return f"{accuracy['best']:.4f} / {accuracy['last']:.4f} | {fit:.3f}"
 
 
@@ -181,7 +171,7 @@ def grid_markdown(
     settings: Sequence[str],
     titles: Sequence[str],
     cells: Sequence[Sequence[list[float] | None]],
-    runs: Sequence[dict] | None = None,
+    runs: Sequence[RunRecord] | None = None,
 ) -> str:
     """The heat map's numbers as a Markdown table: per cell the mean paired difference, seeds' W/T/L, verdict
     (bold for a win or a loss); with `runs`, softmax's own accuracy and fit of its training labels first."""
@@ -238,7 +228,7 @@ def plot_grid(settings: Sequence[str], titles: Sequence[str], cells: Sequence[Se
 def main(argv: Sequence[str] | None = None) -> Path:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("kind", choices=("noise", "grid", "memorisation"))
-    parser.add_argument("results", type=Path, help="a .json written by compare.py, or its .runs.jsonl journal")
+    parser.add_argument("results", type=Path, help="a .json written by avgk-compare, or its .runs.jsonl journal")
     parser.add_argument("out", type=Path, help="the PNG file to write (never overwritten)")
     parser.add_argument("--label", default="two_head", help="noise, memorisation: the row compared with softmax")
     parser.add_argument("--head", default="set", choices=sorted(HEAD_PREFIXES), help="noise: that row's head")
@@ -248,7 +238,7 @@ def main(argv: Sequence[str] | None = None) -> Path:
     parser.add_argument("--checkpoints", default="best,last", help="grid: the checkpoints, comma-separated")
     args = parser.parse_args(argv)
     if not args.results.is_file():
-        parser.error(f"{args.results}: no such file (argument results: a .json or .runs.jsonl of compare.py)")
+        parser.error(f"{args.results}: no such file (argument results: a .json or .runs.jsonl of avgk-compare)")
     if args.out.exists():
         parser.error(f"{args.out} exists (argument out): pass a new file name (figures are never overwritten)")
     runs, settings = load_runs(args.results)
@@ -263,7 +253,7 @@ def main(argv: Sequence[str] | None = None) -> Path:
             parser.error(f"{args.results} has no paired {args.label} and softmax runs")
         figure = plot_memorisation(points, f"{args.label} − softmax, {args.checkpoint} checkpoint, each dot a seed")
     else:
-        settings = [setting for setting in settings if any(run["setting"] == setting for run in runs)]
+        settings = [setting for setting in settings if any(run.setting == setting for run in runs)]
         titles, cells = grid_cells(runs, settings, args.checkpoints.split(","))
         figure = plot_grid(settings, titles, cells)
         print(grid_markdown(settings, titles, cells, runs))

@@ -7,7 +7,7 @@
 #   bash benchmarks/multi_k.sh            (needs: apt-get install dataset-fashion-mnist)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-exec "${PYTHON:-.venv/bin/python}" benchmarks/compare.py --config configs/fashion_mnist_two_head.yaml \
+exec "${PYTHON:-.venv/bin/python}" -m avgk_lightning.study --config configs/fashion_mnist_two_head.yaml \
     --methods softmax,two_head --per-k 1.5,2,3 --seeds 3 --max-epochs 30 --checkpoints best,last \
     --seed-args data.init_args.split_seed,data.init_args.noise_seed,data.init_args.imbalance_seed \
     --variant 'multi_k=two_head model.init_args.k=[1.5,2,3]' \

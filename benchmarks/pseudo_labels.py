@@ -37,15 +37,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
 import torch
 from lightning.pytorch import Callback
 
 from avgk_lightning.functional import batch_pseudo_label_threshold, pseudo_labels
 from avgk_lightning.naming import format_k, monitor_name
-from benchmarks.compare import build_run
+from avgk_lightning.study.training import build_run
 
 
 class PseudoLabelAudit(Callback):

@@ -7,7 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OPT=model.init_args.optimizer.init_args
-exec "${PYTHON:-.venv/bin/python}" benchmarks/compare.py --config configs/fashion_mnist_two_head.yaml \
+exec "${PYTHON:-.venv/bin/python}" -m avgk_lightning.study --config configs/fashion_mnist_two_head.yaml \
     --methods softmax,two_head --per-k 2 --seeds 3 --max-epochs 30 --checkpoints best,last \
     --seed-args data.init_args.split_seed,data.init_args.noise_seed,data.init_args.imbalance_seed \
     --set data.init_args.noise=0.4 \

@@ -10,7 +10,7 @@ named terms, plus class attributes saying which heads it trains and which head m
 * :mod:`~avgk_lightning.losses.role`: ``role``, with its per-sample label estimates.
 """
 
-from avgk_lightning.losses.base import LOSSES, AverageKLoss, _resolve_loss_class, build_loss
+from avgk_lightning.losses.base import LOSSES, AverageKLoss, build_loss, resolve_loss_class
 from avgk_lightning.losses.baselines import (
     AssumeNegativeLoss,
     EntropyMaximisationLoss,
@@ -34,7 +34,7 @@ __all__ = [
     "SoftmaxLoss",
     "TwoHeadLoss",
     "WeakAssumeNegativeLoss",
-    "_resolve_loss_class",
     "build_loss",
     "expected_positive_regulariser",
+    "resolve_loss_class",
 ]

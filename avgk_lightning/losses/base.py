@@ -95,7 +95,13 @@ class AverageKLoss(nn.Module):
         return {}
 
 
-def _resolve_loss_class(method: str) -> type[AverageKLoss]:
+def resolve_loss_class(method: str) -> type[AverageKLoss]:
+    """The loss class registered under `method`, or at the dotted class path `method`.
+
+    Example:
+        >>> resolve_loss_class("two_head").__name__, resolve_loss_class("avgk_lightning.losses.SoftmaxLoss").__name__
+        ('TwoHeadLoss', 'SoftmaxLoss')
+    """
     if method in LOSSES:
         return LOSSES[method]
     if "." in method:
@@ -131,7 +137,7 @@ def build_loss(
         >>> build_loss("em", options={"alpha": 0.2}).alpha
         0.2
     """
-    loss_class = _resolve_loss_class(method)
+    loss_class = resolve_loss_class(method)
     options = dict(options or {})
     named = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
     accepted = [

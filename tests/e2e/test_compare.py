@@ -1,4 +1,4 @@
-"""benchmarks/compare.py end to end on a tiny setting, and its refusals."""
+"""avgk-compare end to end on a tiny setting, its resumption after a kill, and its refusals."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -19,6 +20,7 @@ TINY = [
     "--set=data.init_args.val_size=100",
     "--set=data.init_args.test_size=101",
 ]
+COMPARE = str(Path(sys.executable).with_name("avgk-compare"))  # the console script
 
 
 def _table(report: str, title: str) -> dict[str, list[str]]:
@@ -32,8 +34,7 @@ def _table(report: str, title: str) -> dict[str, list[str]]:
 def test_compare_trains_one_model_per_k_and_tests_both_checkpoints_end_to_end(tmp_path):
     out = tmp_path / "results" / "table.md"
     command = [
-        sys.executable,
-        "benchmarks/compare.py",
+        COMPARE,
         "--methods=two_head,softmax",
         "--per-k=1.5,2",
         "--seeds=1",
@@ -44,7 +45,7 @@ def test_compare_trains_one_model_per_k_and_tests_both_checkpoints_end_to_end(tm
     code, output = run_process_group([*command, *TINY, f"--out={out}"], timeout=400)
     assert code == 0, output[-4000:]
     report = out.read_text()
-    assert report.startswith("Command: `python benchmarks/compare.py --methods=two_head,softmax --per-k=1.5,2")
+    assert report.startswith("Command: `avgk-compare --methods=two_head,softmax --per-k=1.5,2")
     raw = json.loads(out.with_suffix(".json").read_text())["runs"]
     assert sorted((run["label"], run["k"]) for run in raw) == [("softmax", 2.0), ("two_head", 1.5), ("two_head", 2.0)]
     for run in raw:
@@ -84,13 +85,14 @@ def test_compare_trains_one_model_per_k_and_tests_both_checkpoints_end_to_end(tm
 def test_compare_refuses_to_overwrite_and_unknown_methods(tmp_path):
     existing = tmp_path / "table.md"
     existing.write_text("mine")
-    code, output = run_process_group([sys.executable, "benchmarks/compare.py", f"--out={existing}"], timeout=120)
+    code, output = run_process_group([COMPARE, f"--out={existing}"], timeout=120)
     assert code == 2 and "exists (or its .json) without the run journal table.runs.jsonl" in output
     assert existing.read_text() == "mine"
-    code, output = run_process_group([sys.executable, "benchmarks/compare.py", "--methods=two_head,nope"], timeout=120)
-    assert code == 2 and "unknown method(s) nope (argument --methods)" in output
+    code, output = run_process_group([COMPARE, "--methods=two_head,nope"], timeout=120)
+    assert code == 2 and "avgk-compare: error: unknown method(s) nope (argument --methods)" in output
+    # The command the older results files quote runs the same tool.
     code, output = run_process_group([sys.executable, "benchmarks/compare.py", "--variant=x=nope a=1"], timeout=120)
-    assert code == 2 and "--variant must look like" in output
+    assert code == 2 and "compare.py: error: --variant must look like" in output
 
 
 @pytest.mark.slow
@@ -99,7 +101,8 @@ def test_compare_killed_mid_study_resumes_without_repeating_finished_runs(tmp_pa
     journal = tmp_path / "study.runs.jsonl"
     command = [
         sys.executable,
-        "benchmarks/compare.py",
+        "-m",
+        "avgk_lightning.study",
         "--methods=softmax",
         "--seeds=3",
         "--max-epochs=1",

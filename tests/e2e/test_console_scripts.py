@@ -1,4 +1,4 @@
-"""The console scripts that `pip install` puts beside Python: avgk-train, avgk-export and avgk-prepare."""
+"""The console scripts that `pip install` puts beside Python: avgk-train, avgk-export, avgk-prepare and avgk-compare."""
 
 import sys
 from pathlib import Path
@@ -30,8 +30,12 @@ def test_avgk_train_is_train_py():
         ),
         (["avgk-export", "none.ckpt", "--output", "predictor.pt"], "error: Checkpoint not found: none.ckpt"),
         (["avgk-prepare", "no_such_folder", "copy"], "error: "),
+        (
+            ["avgk-compare", "--methods=two_head,nope"],
+            "avgk-compare: error: unknown method(s) nope (argument --methods)",
+        ),
     ],
-    ids=["avgk-train", "avgk-export", "avgk-prepare"],
+    ids=["avgk-train", "avgk-export", "avgk-prepare", "avgk-compare"],
 )
 def test_each_script_ends_a_bad_input_in_one_error_line_and_status_2(command, message, tmp_path):
     code, output = run_process_group([_script(command[0]), *command[1:]])

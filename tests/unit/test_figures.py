@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
 
+from avgk_lightning.study import RunRecord
 from benchmarks import figures
 
 
@@ -20,7 +22,7 @@ def _run(setting, label, seed, k, accuracy, softmax_head=None, val=None):
     }  # fmt: skip
     if val is not None:
         run["epoch_metrics"] = [{f"val/avgk_acc@{k:g}": val[0], f"val/softmax/avgk_acc@{k:g}": val[1]}]
-    return run
+    return RunRecord.from_dict(run)
 
 
 def _runs():
@@ -49,7 +51,7 @@ def test_noise_curves_are_the_paired_differences_by_increasing_noise():
 
 def test_grid_cells_hold_each_setting_and_column_and_the_files_are_never_overwritten(tmp_path):
     journal = tmp_path / "grid.runs.jsonl"
-    journal.write_text("".join(json.dumps({**run, "key": str(i)}) + "\n" for i, run in enumerate(_runs())))
+    journal.write_text("".join(json.dumps({**run.to_dict(), "key": str(i)}) + "\n" for i, run in enumerate(_runs())))
     runs, settings = figures.load_runs(journal)
     assert settings == ["noise=0.4", "noise=0", "noise=0.2 imbalance=20"]
     titles, cells = figures.grid_cells(runs, settings, ["best", "last"])
@@ -83,10 +85,10 @@ def test_grid_cells_hold_each_setting_and_column_and_the_files_are_never_overwri
 
 
 def test_memorisation_points_pair_each_seed_with_the_baselines_training_fit():
-    runs = _runs()
-    for run in runs:
-        if run["label"] == "softmax":
-            run["train_top1_acc"] = [0.5, 0.6 + 0.1 * run["seed"]]
+    runs = [
+        dataclasses.replace(run, train_top1_acc=[0.5, 0.6 + 0.1 * run.seed]) if run.label == "softmax" else run
+        for run in _runs()
+    ]
     points = figures.memorisation_points(runs, ["noise=0.4", "noise=0"], "two_head", "last")
     assert list(points) == ["noise=0.4", "noise=0"]
     flat = {setting: [value for point in values for value in point] for setting, values in points.items()}
