@@ -80,6 +80,8 @@ class TwoHeadModule(EvaluationSteps, SetPrediction, LightningModule):
             (the method's set head), a head the method trains (``multilabel`` or ``softmax``), or
             ``validation``: at each K, the head with the higher validation average-K accuracy at the
             checkpoint's epoch (see :meth:`prediction_head`). Training and the logged metrics are unchanged.
+        backbone_options: the backbone's own keyword arguments, handed to ``timm.create_model`` (e.g.
+            ``{drop_rate: 0.2}``, or ``{hidden: 32}`` for ``small_vgg``).
 
     Example:
         >>> import torch
@@ -113,6 +115,7 @@ class TwoHeadModule(EvaluationSteps, SetPrediction, LightningModule):
         frequency_boundaries: tuple[int, int] = (20, 100),
         predict_k: float | None = None,
         predict_head: str | None = None,
+        backbone_options: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         check_module_arguments(
@@ -169,10 +172,16 @@ class TwoHeadModule(EvaluationSteps, SetPrediction, LightningModule):
         """The feature extractor and its output width; override to bring another network.
 
         The default is :func:`~avgk_lightning.models.create_backbone` with the module's `backbone`,
-        `pretrained`, `weights_path` and `small_input_stem` arguments.
+        `pretrained`, `weights_path`, `small_input_stem` and `backbone_options` arguments.
         """
         hparams = self.hparams
-        return create_backbone(hparams.backbone, hparams.pretrained, hparams.weights_path, hparams.small_input_stem)
+        return create_backbone(
+            hparams.backbone,
+            hparams.pretrained,
+            hparams.weights_path,
+            hparams.small_input_stem,
+            hparams.get("backbone_options"),
+        )
 
     def configure_model(self) -> None:
         if self.hparams.compile and not getattr(self, "_compiled", False):

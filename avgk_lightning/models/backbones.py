@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import difflib
 import sys
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from torch import nn
 
@@ -65,19 +67,27 @@ def _use_small_input_stem(model: nn.Module, name: str) -> None:
 
 
 def create_backbone(
-    name: str, pretrained: bool = False, weights_path: str | None = None, small_input_stem: bool = False
+    name: str,
+    pretrained: bool = False,
+    weights_path: str | None = None,
+    small_input_stem: bool = False,
+    options: Mapping[str, Any] | None = None,
 ) -> tuple[nn.Module, int]:
     """The timm model `name` without its classifier (pooled features), and its feature width.
 
     The width is ``head_hidden_size`` where the model has one (it differs from ``num_features`` for e.g.
     MobileNetV3), else ``num_features``. `weights_path` loads a local timm or torchvision weights file
     (every backbone weight must match); `pretrained` without it downloads timm's weights;
-    `small_input_stem` makes a ResNet's stem fit 32x32 inputs (the usual CIFAR ResNet).
+    `small_input_stem` makes a ResNet's stem fit 32x32 inputs (the usual CIFAR ResNet); `options` are
+    the model's own keyword arguments, handed to ``timm.create_model`` (e.g. ``drop_rate``, or
+    ``hidden`` of ``small_vgg``).
 
     Example:
         >>> backbone, width = create_backbone("resnet18", small_input_stem=True)
         >>> width, type(backbone.maxpool).__name__
         (512, 'Identity')
+        >>> create_backbone("small_vgg", options={"hidden": 32})[1]
+        32
     """
     import timm
 
@@ -93,7 +103,12 @@ def create_backbone(
         )
     download = pretrained and weights_path is None
     try:
-        model = timm.create_model(name, pretrained=download, num_classes=0)
+        model = timm.create_model(name, pretrained=download, num_classes=0, **dict(options or {}))
+    except TypeError as error:  # an option the model's constructor does not take
+        raise InvalidInputError(
+            f"Backbone {name!r} does not take the option(s) {dict(options or {})} (argument `backbone_options`): "
+            f"{error}. Pass the keyword arguments of its constructor only."
+        ) from error
     except OSError as error:  # the hub is unreachable (no network) or the weights are not cached
         if not download:
             raise

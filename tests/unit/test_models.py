@@ -38,6 +38,21 @@ def test_small_vgg_is_listed_by_timm_and_usable_by_name_in_the_module():
     assert model.network.softmax_head.in_features == 512
 
 
+def test_backbone_options_reach_the_timm_constructor_and_the_saved_hyperparameters_rebuild_them():
+    model = TwoHeadModule(num_classes=10, backbone="small_vgg", k=2, backbone_options={"hidden": 32, "width": 8})
+    assert model.network.softmax_head.in_features == model.network.multilabel_head.in_features == 32
+    reference = timm.create_model("small_vgg", num_classes=0, hidden=32, width=8)
+    assert sum(p.numel() for p in model.network.backbone.parameters()) == sum(p.numel() for p in reference.parameters())
+    rebuilt = TwoHeadModule(**model.hparams)  # what a checkpoint's saved hyperparameters rebuild
+    rebuilt.load_state_dict(model.state_dict())  # strict: the same layers and shapes
+    assert rebuilt.hparams.backbone_options == {"hidden": 32, "width": 8}
+    with pytest.raises(
+        InvalidInputError,
+        match=r"'small_vgg' does not take the option\(s\) \{'depth': 3\} \(argument `backbone_options`\)",
+    ):
+        TwoHeadModule(num_classes=10, backbone="small_vgg", backbone_options={"depth": 3})
+
+
 def test_small_vgg_refuses_pretrained_weights():
     with pytest.raises(ValueError, match="small_vgg has no pretrained weights"):
         timm.create_model("small_vgg", pretrained=True)
