@@ -28,4 +28,5 @@ exec "${PYTHON:-.venv/bin/python}" -m avgk_lightning.study --config configs/fash
     --setting 'data.init_args.augment=true trainer.max_epochs=60' \
     --setting 'data.init_args.augment=true data.init_args.train_size=30000' \
     --setting 'data.init_args.augment=false data.init_args.train_size=30000' \
+    --setting 'data.init_args.augment=true model.init_args.backbone_options={"hidden":32}' \
     --order breadth --out benchmarks/results/recipe_grid.md "$@"

@@ -62,20 +62,21 @@ def build_run(config: str, seed: int, max_epochs: int, root: str, overrides: Seq
     `overrides` are ``KEY=VALUE`` command-line overrides. Returns the CLI (``.trainer``, ``.model``,
     ``.datamodule``).
     """
-    return run_cli(
-        [
-            f"--config={config}",
-            f"--seed_everything={seed}",
-            f"--trainer.max_epochs={max_epochs}",
-            "--model.init_args.lr_scheduler=null",
-            "--trainer.logger=false",
-            "--trainer.enable_progress_bar=false",
-            "--trainer.enable_model_summary=false",
-            f"--trainer.default_root_dir={root}",
-            *(f"--{override}" for override in overrides),
-        ],
-        run=False,
-    )
+    arguments = [
+        f"--config={config}",
+        f"--seed_everything={seed}",
+        f"--trainer.max_epochs={max_epochs}",
+        "--model.init_args.lr_scheduler=null",
+        "--trainer.logger=false",
+        "--trainer.enable_progress_bar=false",
+        "--trainer.enable_model_summary=false",
+        f"--trainer.default_root_dir={root}",
+        *(f"--{override}" for override in overrides),
+    ]
+    with warnings.catch_warnings():
+        # LightningCLI warns whenever the calling program has command-line arguments of its own (this tool's).
+        warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
+        return run_cli(arguments, run=False)
 
 
 def run_job(plan: StudyPlan, job: Job, root: str) -> RunRecord:

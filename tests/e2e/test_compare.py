@@ -44,6 +44,7 @@ def test_compare_trains_one_model_per_k_and_tests_both_checkpoints_end_to_end(tm
     ]
     code, output = run_process_group([*command, *TINY, f"--out={out}"], timeout=400)
     assert code == 0, output[-4000:]
+    assert "LightningCLI's args parameter" not in output  # the tool's own arguments are not the runs'
     report = out.read_text()
     assert report.startswith("Command: `avgk-compare --methods=two_head,softmax --per-k=1.5,2")
     raw = json.loads(out.with_suffix(".json").read_text())["runs"]
