@@ -10,7 +10,8 @@ of test average-K accuracy against the label-noise rate of each ``noise=...`` se
 over seeds) per K and each seed a dot. ``grid``: one row per setting, one column per comparison with
 softmax and checkpoint, each cell coloured by the mean paired difference and labelled with it, the
 wins / ties / losses over seeds and the verdict where the 95% paired t-interval excludes 0; the same
-numbers are printed as a Markdown table. ``memorisation``: per seed of every setting, the paired
+numbers are printed as a Markdown table, then per column the count of cells ahead, within ±0.002 and
+behind, and of wins and losses. ``memorisation``: per seed of every setting, the paired
 difference against how far the softmax baseline fits its noisy training labels (its top-1 accuracy on
 them in the last epoch). All read a ``.json`` that ``avgk-compare`` wrote (or its run
 journal); nothing is trained. A figure is never written over an existing file.
@@ -189,6 +190,25 @@ def grid_markdown(
     return "\n".join(lines)
 
 
+def grid_tally(titles: Sequence[str], cells: Sequence[Sequence[list[float] | None]], band: float = 0.002) -> str:
+    """Per column of the grid, over the cells it has: how many are ahead of softmax thresholding (mean paired
+    difference >= `band`), within ±`band`, behind; and how many are a win or a loss by the paired t-interval."""
+    lines = [
+        f"| column | cells | ahead (mean >= +{band}) | within ±{band} | behind (mean <= -{band}) | wins | losses |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for column, title in enumerate(titles):
+        measured = [row[column] for row in cells if row[column]]
+        means = [sum(d) / len(d) for d in measured]
+        verdicts = [paired_verdict(d) for d in measured]
+        ahead, behind = sum(m >= band for m in means), sum(m <= -band for m in means)
+        lines.append(
+            f"| {title.replace(chr(10), ', ')} | {len(measured)} | {ahead} | {len(measured) - ahead - behind} | "
+            f"{behind} | {verdicts.count('win')} | {verdicts.count('loss')} |"
+        )
+    return "\n".join(lines)
+
+
 def plot_noise(curves: dict[float, list[tuple[float, list[float]]]], title: str) -> Any:
     figure, axes = plt.subplots(figsize=(6.4, 4.2))
     for index, (k, points) in enumerate(curves.items()):
@@ -257,6 +277,8 @@ def main(argv: Sequence[str] | None = None) -> Path:
         titles, cells = grid_cells(runs, settings, args.checkpoints.split(","))
         figure = plot_grid(settings, titles, cells)
         print(grid_markdown(settings, titles, cells, runs))
+        print()
+        print(grid_tally(titles, cells))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(args.out, dpi=130)
     plt.close(figure)

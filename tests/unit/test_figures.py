@@ -72,6 +72,15 @@ def test_grid_cells_hold_each_setting_and_column_and_the_files_are_never_overwri
         "| noise=0.2 imbalance=20 | **+0.0300 (3/0/0) win** | **+0.0300 (3/0/0) win** | +0.0200 (2/0/1) tie "
         "| +0.0200 (2/0/1) tie |"
     )
+    tally = figures.grid_tally(titles, cells).splitlines()
+    # two_head, best: +0.05 (win), +0.01 (0.00, 0.01, 0.02: tie), +0.03 (win): all three cells ahead
+    assert tally[2] == "| two_head, K=2, best | 3 | 3 | 0 | 0 | 2 | 0 |"
+    # the chosen head, best (seed 0 on its softmax head, 0.79): +0.0333, +0.0067, +0.02: ahead, none decided
+    assert tally[4] == "| two_head, head chosen on val., K=2, best | 3 | 3 | 0 | 0 | 0 | 0 |"
+    # a cell within the band, one behind and lost, one not measured
+    assert figures.grid_tally(["x"], [[[0.001, 0.002]], [[-0.010, -0.011, -0.012]], [None]]).splitlines()[2] == (
+        "| x | 2 | 0 | 1 | 1 | 0 | 1 |"
+    )
     with_softmax = figures.grid_markdown(settings, titles, cells, runs).splitlines()
     assert with_softmax[2].startswith("| noise=0.4 | 0.8000 / 0.8000 | 0.500 | **+0.0500 (3/0/0) win** |")
     out = tmp_path / "figures" / "grid.png"
