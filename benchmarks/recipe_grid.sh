@@ -25,8 +25,8 @@ exec "${PYTHON:-.venv/bin/python}" -m avgk_lightning.study --config configs/fash
     --setting 'data.init_args.augment=false model.init_args.backbone=small_resnet' \
     --setting 'data.init_args.augment=false data.init_args.train_size=2000' \
     --setting "data.init_args.augment=true model.init_args.backbone=small_resnet $OPT.weight_decay=5e-4" \
+    --setting 'data.init_args.augment=true model.init_args.backbone_options={"hidden":32}' \
     --setting 'data.init_args.augment=true trainer.max_epochs=60' \
     --setting 'data.init_args.augment=true data.init_args.train_size=30000' \
     --setting 'data.init_args.augment=false data.init_args.train_size=30000' \
-    --setting 'data.init_args.augment=true model.init_args.backbone_options={"hidden":32}' \
     --order breadth --out benchmarks/results/recipe_grid.md "$@"
