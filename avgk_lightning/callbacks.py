@@ -110,7 +110,8 @@ class PseudoLabelThreshold(Callback):
         merge_across_processes(self.statistics, lambda totals: trainer.strategy.reduce(totals, reduce_op="sum"))
         logged = self.statistics.logged()
         if logged:
-            pl_module.log_dict(logged, on_step=False, on_epoch=True, sync_dist=False)
+            # One value per epoch, already merged: a batch size of 1 (not one inferred from the batch's tensors).
+            pl_module.log_dict(logged, on_step=False, on_epoch=True, sync_dist=False, batch_size=1)
 
     def state_dict(self) -> dict[str, Any]:
         return self.statistics.state_dict()
