@@ -1,9 +1,12 @@
 """The checkpoint format of avgk-lightning and its compatibility rules, shared by the module, the CLI and export.
 
 Besides Lightning's own entries, a checkpoint holds under ``"average_k"``: the number of classes, the
-training `method`, the K of the multi-label heads (``trained_ks``: one head per K), the λ_K and coverage thresholds calibrated on validation (per head and K), the
-per-epoch training state of the loss (:meth:`~avgk_lightning.losses.AverageKLoss.epoch_states`) and the
-random generator states (:mod:`avgk_lightning.resume`). Everything loads with ``weights_only=True``.
+training `method`, the K of the multi-label heads (``trained_ks``: one head per K), the λ_K and coverage
+thresholds calibrated on validation (per head and K) with the training step of the weights they were
+calibrated on (``calibrated_at_step``; a checkpoint written between two validations holds older ones than
+its ``global_step``), the per-epoch training state of the loss
+(:meth:`~avgk_lightning.losses.AverageKLoss.epoch_states`) and the random generator states
+(:mod:`avgk_lightning.resume`). Everything loads with ``weights_only=True``.
 
 A checkpoint is refused, with one message naming the file or the argument, when it cannot be read
 (missing, truncated, corrupt), is not one of ours, or was trained for another data set, method or list of K.
@@ -28,6 +31,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CHECKPOINT_KEY",
+    "calibration_lag",
     "check_compatible",
     "check_method",
     "check_trained_ks",
@@ -71,6 +75,17 @@ def read_checkpoint(path: str | Path, argument: str = "ckpt_path") -> dict[str, 
             f"{CHECKPOINT_KEY!r} entry. Pass the best.ckpt or last.ckpt of a `train.py fit` run."
         )
     return checkpoint
+
+
+def calibration_lag(checkpoint: dict[str, Any]) -> tuple[int, int] | None:
+    """(step calibrated, step of the weights) of a checkpoint whose λ_K are older than its weights, else None.
+
+    Example:
+        >>> calibration_lag({"global_step": 30, CHECKPOINT_KEY: {"calibrated_at_step": 20}})
+        (20, 30)
+    """
+    calibrated, weights = checkpoint[CHECKPOINT_KEY].get("calibrated_at_step"), checkpoint.get("global_step")
+    return None if calibrated is None or weights is None or calibrated == weights else (calibrated, weights)
 
 
 def check_method(saved: str, asked: str, path: str | Path | None = None) -> None:
@@ -183,7 +198,7 @@ def load(
     check_compatible(checkpoint, num_classes, class_names, method)
     saved = checkpoint[CHECKPOINT_KEY]
     check_trained_ks(saved.get("trained_ks"), trained_ks)
-    calibration.load_state_dict(saved)
+    calibration.load_state_dict(saved, checkpoint.get("global_step"))
     for name, state in loss.epoch_states().items():
         state.load_state_dict(saved.get("loss_state", {}).get(name, {}))
     if "rng_states" in saved:

@@ -15,6 +15,7 @@ __all__ = [
     "MissingDependencyError",
     "MissingFileError",
     "NonFiniteLossError",
+    "StaleCalibrationError",
     "WriteFailedError",
     "find_cause",
     "find_input_error",
@@ -35,6 +36,10 @@ class MissingDependencyError(InvalidInputError, ImportError):
 
 class NonFiniteLossError(InvalidInputError, FloatingPointError):
     """The training loss became NaN or infinite: training stops before the update that would spread it."""
+
+
+class StaleCalibrationError(InvalidInputError):
+    """The λ_K held were calibrated on validation for older weights than the module's (a mid-epoch checkpoint)."""
 
 
 class WriteFailedError(InvalidInputError, OSError):

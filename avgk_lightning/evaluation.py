@@ -13,7 +13,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from avgk_lightning.errors import InvalidInputError
+from avgk_lightning.errors import InvalidInputError, StaleCalibrationError
 from avgk_lightning.metrics import AverageKEvaluation, EvaluationResult
 from avgk_lightning.naming import format_k, metric_name
 
@@ -39,12 +39,44 @@ class Calibration:
     average_k: dict[str, dict[float, float]] = field(default_factory=dict)
     coverage: dict[str, dict[float, float]] = field(default_factory=dict)
     accuracy: dict[str, dict[float, float]] = field(default_factory=dict)
+    step: int | None = None
+    """The training step of the weights that validation calibrated (None: not known)."""
+    weights_step: int | None = None
+    """The training step of the weights the module holds (None: not known)."""
 
     def record(self, head: str, result: EvaluationResult) -> None:
         """Keep the thresholds that validation calibrated for `head`, and its average-K accuracy at each K."""
         self.average_k[head] = dict(result.thresholds)
         self.coverage[head] = dict(result.coverage_thresholds)
         self.accuracy[head] = {k: float(result[f"avgk_acc@{format_k(k)}"]) for k in result.thresholds}
+        self.step = self.weights_step
+
+    def is_current(self) -> bool:
+        """Whether the λ_K held were calibrated on the weights the module holds (True where either is unknown)."""
+        return self.step is None or self.weights_step is None or self.step == self.weights_step
+
+    def check_current(self) -> None:
+        """Refuse λ_K calibrated on older weights than the module's: their sets would not average K.
+
+        A checkpoint written between two validations (``every_n_train_steps``, ``val_check_interval``,
+        ``check_val_every_n_epoch``, a stop by SIGTERM) holds the λ_K of the last validation beside newer
+        weights. ``train.py test`` and ``predict`` calibrate such a checkpoint again on the validation split.
+
+        Example:
+            >>> Calibration(average_k={"multilabel": {2.0: 0.31}}, step=20, weights_step=30).check_current()
+            Traceback (most recent call last):
+            ...
+            avgk_lightning.errors.StaleCalibrationError: The λ_K were calibrated on validation at training step 20, but the weights are from step 30 (a checkpoint written between two validations: every_n_train_steps, val_check_interval, check_val_every_n_epoch or a stop by SIGTERM), so its sets would not average K. Calibrate them for these weights first: `train.py test` and `predict` do it on the validation split; in Python, run `trainer.validate(model, datamodule)` before `test` or `predict`; to export, pass the last.ckpt of a finished `fit`.
+        """
+        if not self.is_current():
+            raise StaleCalibrationError(
+                f"The λ_K were calibrated on validation at training step {self.step}, but the weights are from step "
+                f"{self.weights_step} (a checkpoint written between two validations: every_n_train_steps, "
+                "val_check_interval, check_val_every_n_epoch or a stop by SIGTERM), so its sets would not average "
+                "K. Calibrate them for these weights first: `train.py test` and `predict` do it on the validation "
+                "split; in Python, run `trainer.validate(model, datamodule)` before `test` or `predict`; to export, "
+                "pass the last.ckpt of a finished `fit`."
+            )
 
     def better_head(self, heads: Sequence[str], k: float, argument: str = "predict_k") -> str:
         """Of `heads`, the one with the higher validation average-K accuracy at `k` (the first one on a tie).
@@ -65,6 +97,7 @@ class Calibration:
     def threshold(self, head: str, k: float, argument: str = "predict_k") -> float:
         """λ_K of `head` for `k`; an error naming `argument` and the calibrated K when there is none."""
         thresholds = self.average_k.get(head)
+        self.check_current()
         if not thresholds:
             raise InvalidInputError(
                 "No calibrated average-K thresholds: pass the checkpoint of a `fit` run (--ckpt_path PATH)."
@@ -82,12 +115,16 @@ class Calibration:
             "thresholds": {head: dict(values) for head, values in self.average_k.items()},
             "coverage_thresholds": {head: dict(values) for head, values in self.coverage.items()},
             "validation_accuracy": {head: dict(values) for head, values in self.accuracy.items()},
+            "calibrated_at_step": self.step,
         }
 
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+    def load_state_dict(self, state: Mapping[str, Any], weights_step: int | None = None) -> None:
+        """Restore a :meth:`state_dict` saved beside weights of training step `weights_step`."""
         self.average_k = {head: dict(values) for head, values in state["thresholds"].items()}
         self.coverage = {head: dict(values) for head, values in state.get("coverage_thresholds", {}).items()}
         self.accuracy = {head: dict(values) for head, values in state.get("validation_accuracy", {}).items()}
+        self.step = state.get("calibrated_at_step")  # None in checkpoints written before it was recorded
+        self.weights_step = weights_step
 
 
 class Evaluation(nn.Module):
@@ -168,6 +205,7 @@ class Evaluation(nn.Module):
 
     def apply(self, calibration: Calibration) -> None:
         """Make test use the calibrated thresholds (of every head calibrated; the others are not tested)."""
+        calibration.check_current()
         missing = [head for head in self.network_heads if head not in calibration.average_k]
         if missing:
             raise InvalidInputError(

@@ -227,6 +227,11 @@ class TwoHeadModule(EvaluationSteps, SetPrediction, LightningModule):
     def on_validation_epoch_start(self) -> None:
         # Validation inside fit (and the checkpoint saved after it) comes before on_train_epoch_end.
         self._merge_epoch_states()
+        if self.trainer.state.fn == "fit":
+            self.calibration.weights_step = self.trainer.global_step
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        self.calibration.weights_step = self.trainer.global_step  # the λ_K held were calibrated on older weights
 
     def training_step(self, batch: Batch | Sequence[Tensor], batch_idx: int) -> dict[str, Any]:
         batch = Batch.of(batch)

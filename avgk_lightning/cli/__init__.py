@@ -4,6 +4,8 @@
   (error lines instead of tracebacks);
 * :mod:`~avgk_lightning.cli.run_dirs`: one new ``version_N`` directory per run, resumed runs, versioned configs;
 * :mod:`~avgk_lightning.cli.checkpoint_args`: ``--ckpt_path`` checks and the arguments it overrides;
+* :mod:`~avgk_lightning.cli.calibration`: λ_K calibrated for the weights that ``test``, ``predict`` and
+  ``fit``'s last.ckpt use, where a checkpoint was written between two validations;
 * :mod:`~avgk_lightning.cli.wandb_offline`: W&B falls back to offline logging instead of blocking.
 """
 

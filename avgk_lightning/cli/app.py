@@ -16,6 +16,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from avgk_lightning.atomic import AtomicCheckpointIO
 from avgk_lightning.callbacks import PreemptionCheckpoint, PseudoLabelThreshold
+from avgk_lightning.cli.calibration import calibrated_for_the_checkpoint, validate_final_weights
 from avgk_lightning.cli.checkpoint_args import check_checkpoint_path, reconcile_model_arguments
 from avgk_lightning.cli.run_dirs import VersionedSaveConfigCallback, latest_last_checkpoint, resolve_run_dir
 from avgk_lightning.cli.wandb_offline import offline_unless_reachable
@@ -129,6 +130,14 @@ class AverageKCLI(LightningCLI):
             if wandb.run is not None:
                 wandb.finish()
 
+    def test(self, **arguments: Any) -> Any:
+        """``train.py test``: ``Trainer.test``, a checkpoint's λ_K calibrated again where they lag its weights."""
+        return self.trainer.test(**calibrated_for_the_checkpoint(self.trainer, arguments))
+
+    def predict(self, **arguments: Any) -> Any:
+        """``train.py predict``: ``Trainer.predict``, a checkpoint's λ_K calibrated again where they lag its weights."""
+        return self.trainer.predict(**calibrated_for_the_checkpoint(self.trainer, arguments))
+
     def after_validate(self) -> None:
         self._finish_loggers()
 
@@ -139,6 +148,7 @@ class AverageKCLI(LightningCLI):
         self._finish_loggers()
 
     def after_fit(self) -> None:
+        validate_final_weights(self.trainer, self.model, self.datamodule, self.checkpoint_callbacks()["last"])
         self._finish_loggers()
         best = self.checkpoint_callbacks()["best"]
         if best.best_model_path:

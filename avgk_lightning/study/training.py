@@ -17,6 +17,7 @@ import torch
 from lightning.pytorch import Callback, Trainer
 
 from avgk_lightning.cli import AverageKCLI, run_cli
+from avgk_lightning.cli.calibration import calibrated_for_the_checkpoint, validate_final_weights
 from avgk_lightning.study.plan import StudyPlan
 from avgk_lightning.study.records import Job, RunRecord
 
@@ -98,10 +99,12 @@ def run_job(plan: StudyPlan, job: Job, root: str) -> RunRecord:
     recorder = EpochRecorder()
     cli.trainer.callbacks.append(recorder)
     cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+    validate_final_weights(cli.trainer, cli.model, cli.datamodule, cli.checkpoint_callbacks()["last"])
     paths = {name: callback.best_model_path for name, callback in cli.checkpoint_callbacks().items()}
     results, epochs = {}, {}
     for name in plan.checkpoints:
-        (metrics,) = cli.trainer.test(cli.model, datamodule=cli.datamodule, ckpt_path=paths[name], verbose=False)
+        arguments = {"model": cli.model, "datamodule": cli.datamodule, "ckpt_path": paths[name], "verbose": False}
+        (metrics,) = cli.trainer.test(**calibrated_for_the_checkpoint(cli.trainer, arguments))
         results[name] = {key: float(value) for key, value in metrics.items()}
         epochs[name] = int(torch.load(paths[name], map_location="cpu", weights_only=True)["epoch"])
     return RunRecord(

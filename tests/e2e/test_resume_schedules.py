@@ -33,6 +33,11 @@ SCHEDULES = {  # arguments, epochs, the signal sent at a global step, the exit s
     "checkpoint_every_3_steps": (["--checkpoint.every_n_train_steps=3"], 3, (KILL, 17), -signal.SIGKILL, 15),
     "sigterm_mid_epoch": ([], 3, (TERM, 17), 143, 18),  # the batch under way ends, then last.ckpt is written
 }
+# Schedules that change only when checkpoints are written train exactly as the plain 3-epoch run: they are
+# compared with that one run (trained once for the module), which also shows that the extra checkpoints
+# change nothing in the training.
+PLAIN = "sigterm_mid_epoch"
+SAME_TRAINING_AS_PLAIN = {"checkpoint_every_3_steps", PLAIN}
 
 
 def _fit(root, schedule, *extra):
@@ -58,12 +63,26 @@ def _test_metrics(root, schedule):
     return {name: float(value) for name, value in cli.trainer.callback_metrics.items()}
 
 
+def _uninterrupted(root, schedule):
+    code, output = _fit(root, schedule)
+    assert code == 0, output[-3000:]
+    return root
+
+
+@pytest.fixture(scope="module")
+def plain_run(tmp_path_factory):
+    """The uninterrupted plain 3-epoch run (its root)."""
+    return _uninterrupted(tmp_path_factory.mktemp("plain") / "uninterrupted", PLAIN)
+
+
 @pytest.fixture(scope="module", params=list(SCHEDULES))
 def runs(request, tmp_path_factory):
     schedule = request.param
     root = tmp_path_factory.mktemp(schedule)
-    code, output = _fit(root / "uninterrupted", schedule)
-    assert code == 0, output[-3000:]
+    if schedule in SAME_TRAINING_AS_PLAIN:
+        uninterrupted = request.getfixturevalue("plain_run")
+    else:
+        uninterrupted = _uninterrupted(root / "uninterrupted", schedule)
     _, _, (stop, step), status, _ = SCHEDULES[schedule]
     code, output = _fit(root / "killed", schedule, f"--trainer.callbacks+={stop}", f"--trainer.callbacks.step={step}")
     assert code == status, output[-3000:]
@@ -76,19 +95,19 @@ def runs(request, tmp_path_factory):
     at_kill = torch.load(checkpoint_of(root / "killed", "last.ckpt"), weights_only=True)
     code, output = _fit(root / "killed", schedule, "--ckpt_path=last")
     assert code == 0, output[-3000:]
-    return schedule, root, at_kill
+    return schedule, uninterrupted, root / "killed", at_kill
 
 
 @pytest.mark.slow
 def test_the_run_was_stopped_after_a_checkpoint_that_is_not_at_an_epoch_end(runs):
-    schedule, _, at_kill = runs
+    schedule, _, _, at_kill = runs
     assert at_kill["global_step"] == SCHEDULES[schedule][-1]
 
 
 @pytest.mark.slow
 def test_every_batch_of_the_resumed_run_has_the_samples_and_threshold_of_the_uninterrupted_one(runs):
-    _, root, _ = runs
-    uninterrupted, resumed = _batches(root / "uninterrupted"), _batches(root / "killed")
+    _, uninterrupted_root, resumed_root, _ = runs
+    uninterrupted, resumed = _batches(uninterrupted_root), _batches(resumed_root)
     assert resumed.keys() == uninterrupted.keys()
     assert sum(threshold is not None for threshold, _ in uninterrupted.values()) >= 20  # λ_pl from epoch 1 on
     assert resumed == uninterrupted
@@ -96,10 +115,10 @@ def test_every_batch_of_the_resumed_run_has_the_samples_and_threshold_of_the_uni
 
 @pytest.mark.slow
 def test_the_resumed_run_ends_with_the_test_metrics_of_the_uninterrupted_one(runs):
-    schedule, root, _ = runs
-    uninterrupted = _test_metrics(root / "uninterrupted", schedule)
+    schedule, uninterrupted_root, resumed_root, _ = runs
+    uninterrupted = _test_metrics(uninterrupted_root, schedule)
     assert "test/avgk_acc@2" in uninterrupted
-    assert _test_metrics(root / "killed", schedule) == uninterrupted
+    assert _test_metrics(resumed_root, schedule) == uninterrupted
 
 
 SLURM = {  # a single-task SLURM job as srun starts it; scontrol is absent here, so the requeue itself fails
@@ -114,25 +133,23 @@ SLURM = {  # a single-task SLURM job as srun starts it; scontrol is absent here,
 
 
 @pytest.mark.slow
-def test_lightnings_slurm_auto_requeue_resumes_exactly_from_its_hpc_checkpoint(tmp_path, monkeypatch):
-    code, output = _fit(tmp_path / "uninterrupted", "sigterm_mid_epoch")
-    assert code == 0, output[-3000:]
+def test_lightnings_slurm_auto_requeue_resumes_exactly_from_its_hpc_checkpoint(tmp_path, monkeypatch, plain_run):
     for name, value in SLURM.items():
         monkeypatch.setenv(name, value)
     job = tmp_path / "job_42"  # under srun train.py uses default_root_dir as given: the requeued job's too
     requeue = ["--trainer.callbacks+=tests.helpers.RequeueAtStep", "--trainer.callbacks.step=17"]
-    code, output = _fit(job, "sigterm_mid_epoch", *requeue)
+    code, output = _fit(job, PLAIN, *requeue)
     assert code == -signal.SIGKILL, output[-3000:]
     assert torch.load(job / "hpc_ckpt_1.ckpt", weights_only=True)["global_step"] == 17
-    code, output = _fit(job, "sigterm_mid_epoch")  # the requeued job: the same command
+    code, output = _fit(job, PLAIN)  # the requeued job: the same command
     assert code == 0, output[-3000:]
     assert f"Restored all states from the checkpoint at {job / 'hpc_ckpt_1.ckpt'}" in output
-    assert _batches(job) == _batches(tmp_path / "uninterrupted")
+    assert _batches(job) == _batches(plain_run)
     arguments = ["test", *COMMON, "--trainer.max_epochs=3"]
     for name in SLURM:
         monkeypatch.delenv(name)
     checkpoints = {
-        "uninterrupted": checkpoint_of(tmp_path / "uninterrupted", "last.ckpt"),
+        "uninterrupted": checkpoint_of(plain_run, "last.ckpt"),
         "requeued": job / "checkpoints" / "last.ckpt",
     }
     tested = {}

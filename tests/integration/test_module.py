@@ -6,6 +6,7 @@ from lightning.pytorch import Callback
 
 from avgk_lightning import PseudoLabelThreshold
 from avgk_lightning.data import SyntheticAmbiguityDataModule
+from avgk_lightning.errors import StaleCalibrationError
 from tests.helpers import TinyCNNModule, cpu_trainer, frozen_sgd
 
 
@@ -48,3 +49,22 @@ def test_train_top1_accuracy_is_the_accuracy_on_the_training_labels(method, head
         logits = dict(zip(("softmax", "multilabel"), model(images)))[head]
     expected = (logits.argmax(dim=1) == targets).float().mean().item()
     assert trainer.callback_metrics["train/top1_acc"].item() == pytest.approx(expected, abs=1e-6)
+
+
+def test_weights_trained_after_the_last_validation_are_not_tested_with_its_thresholds(tmp_path):
+    # Validation every second epoch, 3 epochs of 3 batches: λ_K of step 6, weights of step 9.
+    data = SyntheticAmbiguityDataModule(train_size=192, val_size=101, test_size=101, batch_size=64)
+    model = TinyCNNModule(num_classes=40, k=2)
+    trainer = cpu_trainer(
+        default_root_dir=tmp_path, callbacks=[PseudoLabelThreshold()], max_epochs=3, check_val_every_n_epoch=2
+    )
+    trainer.fit(model, data)
+    assert (model.calibration.step, model.calibration.weights_step) == (6, 9)
+    with pytest.raises(StaleCalibrationError, match="calibrated on validation at training step 6, but the weights are"):
+        trainer.test(model, data)
+    with pytest.raises(StaleCalibrationError):
+        model.calibrated_threshold()  # what predict and the exports use
+    trainer.validate(model, data)
+    assert model.calibration.step == 9
+    (metrics,) = trainer.test(model, data)
+    assert metrics["test/set_size@2"] == pytest.approx(2, abs=0.3)

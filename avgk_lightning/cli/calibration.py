@@ -1,0 +1,79 @@
+"""λ_K that belong to the weights they are used with, for ``train.py test``, ``predict`` and ``fit``'s last.ckpt.
+
+A checkpoint written between two validations (``--checkpoint.every_n_train_steps``,
+``--trainer.val_check_interval``, ``--trainer.check_val_every_n_epoch``, a stop by SIGTERM) holds the λ_K of
+the last validation beside newer weights (:func:`avgk_lightning.checkpoint.calibration_lag`). ``test`` and
+``predict`` validate such a checkpoint first, which calibrates λ_K for its weights, and ``fit`` validates final
+weights that no validation has seen before it writes them to last.ckpt once more.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from lightning.pytorch import LightningDataModule, Trainer
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.utilities import rank_zero_info
+
+from avgk_lightning.checkpoint import calibration_lag, read_checkpoint
+from avgk_lightning.module import TwoHeadModule
+
+__all__ = ["calibrated_for_the_checkpoint", "validate_final_weights"]
+
+
+def calibrated_for_the_checkpoint(trainer: Trainer, arguments: dict[str, Any]) -> dict[str, Any]:
+    """The arguments of ``Trainer.test`` / ``predict``, after λ_K were calibrated for a lagging checkpoint's weights.
+
+    Where ``ckpt_path`` is a checkpoint whose λ_K are older than its weights, the checkpoint is loaded and
+    validated (which calibrates λ_K on the validation split) and the returned arguments test the loaded model
+    as it is (no ``ckpt_path``); otherwise `arguments` are returned unchanged.
+    """
+    path = arguments.get("ckpt_path")
+    if path is None or not Path(path).is_file():
+        return arguments
+    lag = calibration_lag(read_checkpoint(path))
+    if lag is None:
+        return arguments
+    rank_zero_info(
+        f"{path} was written at training step {lag[1]}, after the validation at step {lag[0]} that calibrated its "
+        "λ_K (between two validations): validating it first, so that λ_K are calibrated for its weights."
+    )
+    trainer.validate(arguments["model"], datamodule=arguments.get("datamodule"), ckpt_path=path, verbose=False)
+    return {**arguments, "ckpt_path": None}
+
+
+def validate_final_weights(
+    trainer: Trainer, model: TwoHeadModule, datamodule: LightningDataModule | None, last: ModelCheckpoint
+) -> None:
+    """After ``fit``: write the final state to last.ckpt where it is not there, validated first where needed.
+
+    Under ``every_n_train_steps`` or ``check_val_every_n_epoch`` the last checkpoint of a run can hold older
+    weights than the final ones, or the λ_K of an earlier validation. Final weights that no validation has
+    seen are validated (which calibrates λ_K for them) before they are written. Nothing happens where
+    last.ckpt already holds the final state, or where none is kept (``save_top_k: 0``).
+    """
+    if last.save_top_k == 0:
+        return
+    path = last.format_checkpoint_name({})
+    written = _saved_step(path) if trainer.is_global_zero else None
+    if trainer.strategy.broadcast(written, src=0) == trainer.global_step and model.calibration.is_current():
+        return
+    calibration = model.calibration
+    if not calibration.is_current():
+        rank_zero_info(
+            f"The final weights (training step {calibration.weights_step}) were not validated (the last validation "
+            f"was at step {calibration.step}): validating them, then writing them with their λ_K to {path}."
+        )
+        trainer.validate(model, datamodule=datamodule, verbose=False)
+    else:
+        rank_zero_info(f"Writing the final weights (training step {trainer.global_step}) to {path}.")
+    trainer.save_checkpoint(path)
+
+
+def _saved_step(path: str) -> int | None:
+    """The training step of the checkpoint at `path`, None where there is none."""
+    if not Path(path).is_file():
+        return None
+    return int(torch.load(path, map_location="cpu", weights_only=True, mmap=True)["global_step"])
