@@ -19,6 +19,7 @@ TINY = [
     "--set=data.init_args.train_size=300",
     "--set=data.init_args.val_size=100",
     "--set=data.init_args.test_size=101",
+    "--set=model.init_args.backbone=small_resnet",  # a narrow ResNet-8: the tool, not the network, is tested
 ]
 COMPARE = str(Path(sys.executable).with_name("avgk-compare"))  # the console script
 

@@ -16,6 +16,7 @@ from tests.helpers import assert_same_metrics, checkpoint_of, cli_args, train_py
 
 COMMON = [
     *cli_args(train_size=600, val_size=201, test_size=203, batch_size=32),
+    "--model.init_args.backbone=small_resnet",  # a narrow ResNet-8: the processes, not the network, are tested
     "--trainer.accelerator=cpu",
     "--trainer.logger=lightning.pytorch.loggers.CSVLogger",
     "--trainer.logger.init_args.save_dir=.",

@@ -10,6 +10,7 @@ from tests.helpers import checkpoint_of, cli_args, cli_in_process, train_py
 
 COMMON = [
     *cli_args(max_epochs=3, train_size=640, val_size=256, test_size=257, batch_size=64),
+    "--model.init_args.backbone=small_resnet",  # a narrow ResNet-8: the resumption, not the network, is tested
     "--trainer.deterministic=true",
     "--trainer.logger=false",
     "--model.init_args.lr_scheduler=torch.optim.lr_scheduler.MultiStepLR",
