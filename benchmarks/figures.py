@@ -9,7 +9,9 @@ Usage:
 of test average-K accuracy against the label-noise rate of each ``noise=...`` setting, one line (the mean
 over seeds) per K and each seed a dot. ``grid``: one row per setting, one column per comparison with
 softmax and checkpoint, each cell coloured by the mean paired difference and labelled with it, the
-wins / ties / losses over seeds and the verdict where the 95% paired t-interval excludes 0; the same
+wins / ties / losses over seeds and the verdict where the 95% paired t-interval excludes 0 (with several
+two-head rows, a last column per checkpoint keeps, per seed, the row and head with the best validation
+accuracy: mu chosen on the validation split); the same
 numbers are printed as a Markdown table, then per column the count of cells ahead, within ±0.002 and
 behind, and of wins and losses. ``memorisation``: per seed of every setting, the paired
 difference against how far the softmax baseline fits its noisy training labels (its top-1 accuracy on
@@ -39,6 +41,7 @@ from avgk_lightning.study.paired import SET_PREFIX, TIE, paired_differences, pai
 from avgk_lightning.study.tables import CHOSEN_PREFIX, SOFTMAX_PREFIX, with_head_chosen_on_validation
 
 HEAD_PREFIXES = {"set": SET_PREFIX, "softmax": SOFTMAX_PREFIX, "chosen": CHOSEN_PREFIX}
+ROWS_CHOSEN = "*"  # grid column: every two-head row trained, the row and head validation prefers kept
 
 
 def load_runs(path: Path) -> tuple[list[RunRecord], list[str]]:
@@ -99,19 +102,58 @@ def grid_cells(
                 column = (run.label, head, run.k, checkpoint)
                 if column not in columns:
                     columns.append(column)
+    labels = list(dict.fromkeys(label for label, *_ in columns))
+    if len(labels) > 1:  # the rule that trains every two-head row and keeps the one validation prefers
+        for k in dict.fromkeys(k for _, _, k, _ in columns):
+            columns += [(ROWS_CHOSEN, "chosen", k, checkpoint) for checkpoint in checkpoints]
     titles = [
-        f"{label}{', head chosen on val.' if head == 'chosen' else ''}\nK={format_k(k)}, {checkpoint}"
+        f"{'row and head chosen on val.' if label == ROWS_CHOSEN else label}"
+        f"{', head chosen on val.' if head == 'chosen' and label != ROWS_CHOSEN else ''}\nK={format_k(k)}, {checkpoint}"
         for label, head, k, checkpoint in columns
     ]
 
     cells = [
         [
-            paired_differences(runs, setting, label, HEAD_PREFIXES[head], "softmax", "avgk_acc", k, checkpoint)
+            rows_chosen_on_validation(runs, setting, labels, k, checkpoint)
+            if label == ROWS_CHOSEN
+            else paired_differences(runs, setting, label, HEAD_PREFIXES[head], "softmax", "avgk_acc", k, checkpoint)
             for label, head, k, checkpoint in columns
         ]
         for setting in settings
     ]
     return titles, cells
+
+
+def rows_chosen_on_validation(
+    runs: Sequence[RunRecord], setting: str, labels: Sequence[str], k: float, checkpoint: str
+) -> list[float] | None:
+    """Per seed of `setting`: test average-K accuracy of the row and head with the best validation average-K
+    accuracy at the checkpoint's epoch (among both heads of every row of `labels` trained for `k`), minus
+    softmax thresholding's; None where a seed lacks a row (the seeds that have them all otherwise).
+
+    The rule that trains each variant (each mu) and keeps what the validation split prefers; the first
+    candidate wins a tie (the rows in the order of `labels`, the multi-label head before the softmax head).
+    """
+    name = format_k(k)
+    differences = []
+    for seed in sorted({run.seed for run in runs if run.setting == setting}):
+        own = {run.label: run for run in runs if run.setting == setting and run.seed == seed and run.k == k}
+        reference = next(
+            (run for run in runs if run.setting == setting and run.seed == seed and run.label == "softmax"), None
+        )
+        if reference is None or any(label not in own for label in labels):
+            continue
+        candidates = []
+        for label in labels:
+            run = own[label]
+            validation = (run.epoch_metrics or [])[run.epochs[checkpoint]]
+            for val_prefix, test_prefix in (("val/", SET_PREFIX), ("val/softmax/", SOFTMAX_PREFIX)):
+                if f"{val_prefix}avgk_acc@{name}" in validation:
+                    test = run.results[checkpoint][f"{test_prefix}avgk_acc@{name}"]
+                    candidates.append((validation[f"{val_prefix}avgk_acc@{name}"], test))
+        chosen = max(candidates, key=lambda candidate: candidate[0])  # the first of equal ones
+        differences.append(chosen[1] - reference.results[checkpoint][f"{SET_PREFIX}avgk_acc@{name}"])
+    return differences or None
 
 
 def _signs(differences: Sequence[float]) -> str:

@@ -103,3 +103,22 @@ def test_memorisation_points_pair_each_seed_with_the_baselines_training_fit():
     flat = {setting: [value for point in values for value in point] for setting, values in points.items()}
     assert flat["noise=0.4"] == pytest.approx([0.6, 0.04, 0.7, 0.05, 0.8, 0.06])
     assert flat["noise=0"] == pytest.approx([0.6, 0.0, 0.7, 0.01, 0.8, 0.02])
+
+
+def test_the_row_and_head_chosen_on_validation_is_the_best_on_validation_per_seed():
+    runs = []
+    for seed, (sum_val, mean_val) in enumerate(
+        [((0.9, 0.7), (0.8, 0.95)), ((0.9, 0.7), (0.9, 0.8)), ((0.6, 0.7), (0.5, 0.6))]
+    ):
+        runs.append(_run("x", "softmax", seed, 2.0, 0.80))
+        runs.append(_run("x", "two_head", seed, 2.0, 0.81 + seed / 100, softmax_head=0.70, val=sum_val))
+        runs.append(_run("x", "bce_mean", seed, 2.0, 0.75, softmax_head=0.83, val=mean_val))
+    runs.append(_run("x", "two_head", 3, 2.0, 0.9, softmax_head=0.9, val=(0.9, 0.9)))  # seed 3 lacks bce_mean
+    # seed 0: bce_mean's softmax head (val 0.95) -> 0.83; seed 1: a tie at 0.9, the first row's set head -> 0.82;
+    # seed 2: two_head's softmax head (val 0.7) -> 0.70
+    assert figures.rows_chosen_on_validation(runs, "x", ["two_head", "bce_mean"], 2.0, "best") == pytest.approx(
+        [0.03, 0.02, -0.10]
+    )
+    assert figures.rows_chosen_on_validation(runs, "y", ["two_head", "bce_mean"], 2.0, "best") is None
+    titles, cells = figures.grid_cells(runs, ["x"], ["best"])
+    assert titles[-1] == "row and head chosen on val.\nK=2, best" and cells[0][-1] == pytest.approx([0.03, 0.02, -0.10])
