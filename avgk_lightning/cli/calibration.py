@@ -50,15 +50,18 @@ def validate_final_weights(
     """After ``fit``: write the final state to last.ckpt where it is not there, validated first where needed.
 
     Under ``every_n_train_steps`` or ``check_val_every_n_epoch`` the last checkpoint of a run can hold older
-    weights than the final ones, or the λ_K of an earlier validation. Final weights that no validation has
-    seen are validated (which calibrates λ_K for them) before they are written. Nothing happens where
+    weights than the final ones, or the λ_K of an earlier validation (a checkpoint at the epoch's last
+    training step is written before that epoch's validation). Final weights that no validation has seen are
+    validated (which calibrates λ_K for them) before they are written. Nothing happens where
     last.ckpt already holds the final state, or where none is kept (``save_top_k: 0``).
     """
     if last.save_top_k == 0:
         return
     path = last.format_checkpoint_name({})
-    written = _saved_step(path) if trainer.is_global_zero else None
-    if trainer.strategy.broadcast(written, src=0) == trainer.global_step and model.calibration.is_current():
+    final = trainer.strategy.broadcast(
+        trainer.is_global_zero and _holds_step_and_its_own_calibration(path, trainer.global_step)
+    )
+    if final and model.calibration.is_current():
         return
     calibration = model.calibration
     if not calibration.is_current():
@@ -68,12 +71,16 @@ def validate_final_weights(
         )
         trainer.validate(model, datamodule=datamodule, verbose=False)
     else:
-        rank_zero_info(f"Writing the final weights (training step {trainer.global_step}) to {path}.")
+        rank_zero_info(
+            f"Writing the final weights (training step {trainer.global_step}) with the λ_K of their validation to "
+            f"{path}."
+        )
     trainer.save_checkpoint(path)
 
 
-def _saved_step(path: str) -> int | None:
-    """The training step of the checkpoint at `path`, None where there is none."""
+def _holds_step_and_its_own_calibration(path: str, step: int) -> bool:
+    """Whether the checkpoint at `path` exists, holds the weights of training step `step` and their own λ_K."""
     if not Path(path).is_file():
-        return None
-    return int(torch.load(path, map_location="cpu", weights_only=True, mmap=True)["global_step"])
+        return False
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    return checkpoint["global_step"] == step and calibration_lag(checkpoint) is None

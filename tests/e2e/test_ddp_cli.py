@@ -1,8 +1,11 @@
 """`fit` on 2 DDP processes, then `test`, `validate` and `predict` from its checkpoint on 1 and on 2 processes.
 
 Every command is `python train.py ...` in a subprocess, as a user runs it (Lightning's launcher starts
-the second rank); the test and validation splits have odd sizes (203 and 201 samples). Each process
-group is killed at the end, whatever happens, so nothing is left behind.
+the second rank); the test and validation splits have odd sizes (203 and 201 samples). `fit` checkpoints
+every 4 training steps (10 per epoch, 2 epochs), so best.ckpt (step 12) holds the λ_K of the validation at
+step 10: `test` and `predict` calibrate it again first, and `fit` validates its final weights (step 20)
+before it writes last.ckpt once more, on both processes. Each process group is killed at the end, whatever
+happens, so nothing is left behind.
 """
 
 import csv
@@ -11,7 +14,9 @@ import re
 from pathlib import Path
 
 import pytest
+import torch
 
+from avgk_lightning.checkpoint import calibration_lag
 from tests.helpers import assert_same_metrics, checkpoint_of, cli_args, train_py
 
 COMMON = [
@@ -41,9 +46,9 @@ def _logged(run_dir: Path, prefix: str) -> dict[str, float]:
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("ddp_cli")
-    _train_py(["fit", *DDP], root)  # version_0
+    _train_py(["fit", *DDP, "--trainer.max_epochs=2", "--checkpoint.every_n_train_steps=4"], root)  # version_0
     checkpoint = checkpoint_of(root)
-    assert checkpoint.is_file()
+    assert calibration_lag(torch.load(checkpoint, weights_only=True)) == (10, 12)
     _train_py(["test", "--trainer.devices=1", f"--ckpt_path={checkpoint}"], root)  # version_1
     _train_py(["test", *DDP, f"--ckpt_path={checkpoint}"], root)  # version_2
     _train_py(["validate", "--trainer.devices=1", f"--ckpt_path={checkpoint}"], root)  # version_3
@@ -74,6 +79,8 @@ def test_ddp_fit_ran_two_ranks_in_one_run_dir(runs):
         (config,) = (runs / f"version_{version}").glob("**/config.yaml")
         assert re.search(f"\n  devices: '?{devices}'?\n", config.read_text())
     assert _logged(runs / "version_0", "val/")["val/set_size@2"] == pytest.approx(2, abs=0.05)
+    last = torch.load(checkpoint_of(runs, "last.ckpt"), weights_only=True)  # the final weights, validated
+    assert last["global_step"] == 20 and last["average_k"]["calibrated_at_step"] == 20
 
 
 @pytest.mark.slow
