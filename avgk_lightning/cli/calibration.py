@@ -12,7 +12,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import torch
 from lightning.pytorch import LightningDataModule, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_info
@@ -82,5 +81,5 @@ def _holds_step_and_its_own_calibration(path: str, step: int) -> bool:
     """Whether the checkpoint at `path` exists, holds the weights of training step `step` and their own λ_K."""
     if not Path(path).is_file():
         return False
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    checkpoint = read_checkpoint(path, argument="last_checkpoint")
     return checkpoint["global_step"] == step and calibration_lag(checkpoint) is None
