@@ -3,8 +3,6 @@
 # Each creates .venv on first use; torch and torchvision are pinned to the builds this machine holds.
 PYTHON ?= python3
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
-# Test processes (pytest-xdist); each test file runs whole in one of them, so module fixtures train once.
-TEST_WORKERS ?= 2
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
@@ -26,7 +24,7 @@ run: $(STAMP)
 		--ckpt_path $(RUN_ROOT)/version_0/checkpoints/best.ckpt --trainer.enable_progress_bar false --verbose false
 
 test: $(STAMP)
-	WANDB_MODE=disabled $(BIN)/python -m pytest -q --durations=25 -n $(TEST_WORKERS) --dist loadfile
+	WANDB_MODE=disabled $(BIN)/python -m pytest -q --durations=25
 
 test-fast: $(STAMP)
 	WANDB_MODE=disabled $(BIN)/python -m pytest -q tests/unit avgk_lightning
