@@ -225,13 +225,22 @@ def cli_in_process(args: list[str], run: bool = True) -> AverageKCLI:
         return run_cli(args, run=run)
 
 
-def run_process_group(command: list[str], timeout: float = 300) -> tuple[int, str]:
+def run_process_group(
+    command: list[str], timeout: float = 300, extra_env: dict[str, str] | None = None
+) -> tuple[int, str]:
     """Run `command` from the repository root in its own process group, then kill the whole group.
 
     Whatever happens (a timeout, a failure, DDP ranks the command launched), no process is left behind.
-    Returns the exit status (negative for a signal) and the merged stdout/stderr, in the order written.
+    `extra_env` adds environment variables. Returns the exit status (negative for a signal) and the merged
+    stdout/stderr, in the order written.
     """
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "WANDB_MODE": "disabled", "PYTHONUNBUFFERED": "1"}
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "WANDB_MODE": "disabled",
+        "PYTHONUNBUFFERED": "1",
+        **(extra_env or {}),
+    }
     for name in _LAUNCHER_VARIABLES:
         env.pop(name, None)
     process = subprocess.Popen(

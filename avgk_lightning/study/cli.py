@@ -31,6 +31,7 @@ import json
 import logging
 import os
 import shlex
+import signal
 import sys
 import time
 from collections.abc import Sequence
@@ -218,11 +219,17 @@ def run_study(plan: StudyPlan, command: str, out: Path | None, parallel: int = 1
     return _saved(plan, command, run_jobs(plan, done, finished, parallel), parallel)
 
 
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    """Turn SIGTERM (``kill``, a scheduler's preemption) into an exit that removes the study's temporary files."""
+    raise SystemExit(128 + signum)
+
+
 def main(argv: Sequence[str] | None = None, prog: str = "avgk-compare") -> None:
     """Run the command line `argv` (default ``sys.argv[1:]``) and print the tables.
 
     `prog` is how the tables' header names the command.
     """
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     arguments = list(sys.argv[1:] if argv is None else argv)
     plan, args = parse_plan(arguments, prog)
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)

@@ -6,6 +6,7 @@ import concurrent.futures
 import logging
 import multiprocessing
 import os
+import shutil
 import tempfile
 import time
 import warnings
@@ -137,9 +138,10 @@ def run_jobs(
 ) -> list[RunRecord]:
     """Run every job of `plan` whose key `done` (saved runs by key) lacks, `parallel` at a time.
 
-    Each new record goes to `finished` as soon as its run ends. Returns the records of every job of the
-    plan, in plan order. With ``parallel > 1`` each training runs in its own process on ``cores / parallel``
-    threads.
+    Each new record goes to `finished` as soon as its run ends, and the run's folder (its checkpoints) is
+    removed then: a long study holds one run's files at a time per process. Returns the records of every job
+    of the plan, in plan order. With ``parallel > 1`` each training runs in its own process on
+    ``cores / parallel`` threads.
     """
     jobs = plan.jobs()
     keys = [plan.key(job) for job in jobs]
@@ -147,9 +149,10 @@ def run_jobs(
     if records:
         print(f"Resuming: {len(records)} of {len(jobs)} runs are in the journal, {len(jobs) - len(records)} to go.")
 
-    def keep(job: Job, record: RunRecord) -> None:
+    def keep(job: Job, record: RunRecord, folder: str) -> None:
         records[plan.key(job)] = record
         finished(job, record)
+        shutil.rmtree(folder, ignore_errors=True)
 
     with tempfile.TemporaryDirectory(prefix="avgk-compare-") as root:
         # Every job gets a folder of its own: parallel jobs must not pick the same run directory.
@@ -158,12 +161,16 @@ def run_jobs(
         ]
         if parallel == 1:
             for job, folder in pending:
-                keep(job, run_job(plan, job, folder))
+                keep(job, run_job(plan, job, folder), folder)
         else:
             threads = max(1, (os.cpu_count() or 1) // parallel)
             context = multiprocessing.get_context("spawn")
             with concurrent.futures.ProcessPoolExecutor(parallel, mp_context=context, max_tasks_per_child=1) as pool:
-                futures = {pool.submit(_run_job_in_worker, threads, plan, job, folder): job for job, folder in pending}
+                futures = {
+                    pool.submit(_run_job_in_worker, threads, plan, job, folder): (job, folder)
+                    for job, folder in pending
+                }
                 for future in concurrent.futures.as_completed(futures):
-                    keep(futures[future], future.result())
+                    job, folder = futures[future]
+                    keep(job, future.result(), folder)
     return [records[key] for key in keys]

@@ -112,7 +112,9 @@ def test_compare_killed_mid_study_resumes_without_repeating_finished_runs(tmp_pa
         *TINY,
         f"--out={out}",
     ]
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "WANDB_MODE": "disabled"}
+    temporary = tmp_path / "tmp"  # where the study's trainings write (TMPDIR)
+    temporary.mkdir()
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "WANDB_MODE": "disabled", "TMPDIR": str(temporary)}
     process = subprocess.Popen(
         command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
     )
@@ -126,6 +128,9 @@ def test_compare_killed_mid_study_resumes_without_repeating_finished_runs(tmp_pa
         process.wait()
     finished = [json.loads(line) for line in journal.read_text().splitlines()]
     assert 1 <= len(finished) < 3
+    # A finished run's folder (its checkpoints) is removed once its record is in the journal.
+    (root,) = temporary.glob("avgk-compare-*")  # job_I trains the plan's run I: seed I here
+    assert [index for index in range(len(finished)) if (root / f"job_{index}").exists()] == []
     assert len(json.loads(out.with_suffix(".json").read_text())["runs"]) == len(finished)  # tables kept up to date
     with open(journal, "a") as handle:
         handle.write('{"key": "a line cut short by the kill')  # what a kill during a write leaves
@@ -142,3 +147,43 @@ def test_compare_killed_mid_study_resumes_without_repeating_finished_runs(tmp_pa
     code, output = run_process_group([*command, "--seeds=4"], timeout=400)  # a larger plan reuses the same runs
     assert code == 0 and "Resuming: 3 of 4 runs are in the journal, 1 to go." in output, output[-4000:]
     assert output.count("| softmax k=2 seed") == 1
+
+
+@pytest.mark.slow
+def test_compare_stopped_by_sigterm_exits_and_removes_its_temporary_files(tmp_path):
+    temporary = tmp_path / "tmp"
+    temporary.mkdir()
+    command = [sys.executable, "-m", "avgk_lightning.study", "--methods=softmax", "--seeds=1", "--max-epochs=50", *TINY]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "WANDB_MODE": "disabled", "TMPDIR": str(temporary)}
+    process = subprocess.Popen(
+        command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
+    try:  # SIGTERM (a plain kill, a scheduler's preemption) once the training has written its first checkpoint
+        deadline = time.monotonic() + 300
+        while not list(temporary.glob("avgk-compare-*/job_0/**/*.ckpt")) and time.monotonic() < deadline:
+            assert process.poll() is None, "the study ended before it could be stopped"
+            time.sleep(0.2)
+        process.send_signal(signal.SIGTERM)
+        code = process.wait(timeout=60)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+    assert code == 128 + signal.SIGTERM
+    assert list(temporary.iterdir()) == []
+
+
+@pytest.mark.slow
+def test_compare_with_two_jobs_trains_every_run_and_leaves_no_temporary_files(tmp_path):
+    temporary = tmp_path / "tmp"
+    temporary.mkdir()
+    out = tmp_path / "study.md"
+    command = [
+        *[sys.executable, "-m", "avgk_lightning.study", "--methods=softmax", "--seeds=2", "--max-epochs=1"],
+        *["--seed-args=data.init_args.seed", "--jobs=2", *TINY, f"--out={out}"],
+    ]
+    code, output = run_process_group(command, timeout=400, extra_env={"TMPDIR": str(temporary)})
+    assert code == 0, output[-4000:]
+    runs = json.loads(out.with_suffix(".json").read_text())["runs"]
+    assert sorted(run["seed"] for run in runs) == [0, 1]
+    assert list(temporary.iterdir()) == []
