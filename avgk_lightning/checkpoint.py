@@ -34,6 +34,7 @@ __all__ = [
     "calibration_lag",
     "check_compatible",
     "check_method",
+    "check_resumed_loss",
     "check_trained_ks",
     "load",
     "read_checkpoint",
@@ -179,7 +180,46 @@ def save(
         **calibration.state_dict(),
         "rng_states": collect_rng_states(),
         "loss_state": {name: state.state_dict() for name, state in loss.epoch_states().items()},
+        "loss_options": loss.options(),
     }
+
+
+def check_resumed_loss(checkpoint: dict[str, Any], options: dict[str, Any]) -> str | None:
+    """Refuse to resume a training with other loss options than the checkpoint's (a default that changed, say).
+
+    `options` are the resumed loss's (:meth:`~avgk_lightning.losses.AverageKLoss.options`). Returns a
+    warning for a two-head checkpoint of an earlier release, which does not record them, else None.
+
+    Example:
+        >>> check_resumed_loss({"average_k": {"loss_options": {"mu": 1.0, "bce_reduction": "sum"}}},
+        ...                    {"mu": 1.0, "bce_reduction": "mean"})
+        Traceback (most recent call last):
+        ...
+        avgk_lightning.errors.InvalidInputError: The checkpoint's training ran with bce_reduction='sum', but this run's loss has bce_reduction='mean': to resume it as it began, pass --model.init_args.loss_options '{bce_reduction: sum}' (or start a new run, without --ckpt_path).
+    """
+    saved = checkpoint.get(CHECKPOINT_KEY, {}).get("loss_options")
+    if saved is None:
+        if "bce_reduction" not in options:
+            return None
+        return (
+            "The checkpoint does not record its loss options (an earlier release wrote it, and 0.2.0 summed the "
+            "two-head BCE over classes by default, where this release averages it): if its run did not set "
+            "bce_reduction, pass --model.init_args.loss_options '{bce_reduction: sum}' to resume it as it began."
+        )
+    changed = [name for name, value in saved.items() if name in options and options[name] != value]
+    if not changed:
+        return None
+    fixes = [f"--model.init_args.mu {saved['mu']}"] if "mu" in changed else []
+    others = [name for name in changed if name != "mu"]
+    if others:
+        fixes.append(
+            "--model.init_args.loss_options '{" + ", ".join(f"{name}: {saved[name]}" for name in others) + "}'"
+        )
+    raise InvalidInputError(
+        f"The checkpoint's training ran with {', '.join(f'{name}={saved[name]!r}' for name in changed)}, but this "
+        f"run's loss has {', '.join(f'{name}={options[name]!r}' for name in changed)}: to resume it as it began, "
+        f"pass {' '.join(fixes)} (or start a new run, without --ckpt_path)."
+    )
 
 
 def load(

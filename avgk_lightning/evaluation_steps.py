@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from lightning.pytorch.utilities import rank_zero_info
@@ -11,7 +11,7 @@ from torch import Tensor
 from avgk_lightning.batch import Batch, without_padding
 from avgk_lightning.metrics import EvaluationResult
 from avgk_lightning.naming import monitor_name
-from avgk_lightning.report import test_report
+from avgk_lightning.report import prediction_note, test_report
 
 if TYPE_CHECKING:
     from avgk_lightning.evaluation import Calibration, Evaluation
@@ -28,7 +28,8 @@ class EvaluationSteps:
     ``calibration`` from the epochs the trainer does not sanity-check); ``test`` applies them unchanged,
     logs, prints the report and keeps its results in ``test_results``. A part of the module (its base class
     beside ``LightningModule``); it reads the module's ``network``, ``evaluation``, ``calibration``, ``loss``,
-    ``k``, ``eval_ks`` and ``coverages``.
+    ``k``, ``eval_ks`` and ``coverages``, and, to say which head makes the predicted sets, ``predict_head``,
+    ``predict_k``, ``prediction_head`` and ``evaluation_heads``.
     """
 
     network: TwoHeadNetwork
@@ -39,6 +40,10 @@ class EvaluationSteps:
     eval_ks: list[float]
     coverages: list[float]
     test_results: dict[str, EvaluationResult]
+    predict_head: str | None
+    predict_k: float
+    prediction_head: Callable[..., str]
+    evaluation_heads: list[str]
 
     def _evaluation_step(self, stage: str, batch: Batch | Sequence[Tensor]) -> None:
         batch = without_padding(Batch.of(batch))  # a process without samples of its own still steps
@@ -80,4 +85,8 @@ class EvaluationSteps:
             report = test_report(
                 self.test_results, logged, self.eval_ks, self.k, set_head, self.coverages, self.evaluation.multilabel_ks
             )
+            accuracy = {head: self.calibration.accuracy.get(head, {}) for head in self.evaluation_heads}
+            recorded = all(self.predict_k in values for values in accuracy.values())  # not in earlier checkpoints
+            if self.predict_head == "validation" and len(accuracy) > 1 and recorded:
+                report += "\n\n" + prediction_note(self.prediction_head(), self.predict_k, accuracy)
             rank_zero_info(report)

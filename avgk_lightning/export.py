@@ -45,7 +45,7 @@ class SetPredictor(nn.Module):
     """The deployable part of a TwoHeadModule: features, the head that makes the sets, and λ_K.
 
     Example:
-        >>> model = TwoHeadModule(num_classes=5, k=2)
+        >>> model = TwoHeadModule(num_classes=5, k=2, predict_head="multilabel")
         >>> model.calibration.average_k = {"multilabel": {2.0: 0.5}}
         >>> scores, sets = SetPredictor(model, k=2).eval()(torch.randn(3, 3, 32, 32))
         >>> tuple(scores.shape), sets.dtype

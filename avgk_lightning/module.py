@@ -8,6 +8,7 @@ from typing import Any
 
 from lightning.pytorch import LightningModule
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor, nn
 
 from avgk_lightning import checkpoint as checkpoint_format
@@ -76,10 +77,11 @@ class TwoHeadModule(EvaluationSteps, SetPrediction, LightningModule):
         frequency_boundaries: (b1, b2): the test breakdown by training-class frequency groups classes
             into few (< b1), medium (b1..b2) and many (> b2) training images.
         predict_k: the K whose λ_K makes the sets of ``predict`` and :meth:`predict_sets`; default `k`.
-        predict_head: the head whose sets ``predict``, :meth:`predict_sets` and the exports give: ``None``
-            (the method's set head), a head the method trains (``multilabel`` or ``softmax``), or
-            ``validation``: at each K, the head with the higher validation average-K accuracy at the
-            checkpoint's epoch (see :meth:`prediction_head`). Training and the logged metrics are unchanged.
+        predict_head: the head whose sets ``predict``, :meth:`predict_sets` and the exports give:
+            ``validation`` (default): at each K, the head with the higher validation average-K accuracy at the
+            checkpoint's epoch (see :meth:`prediction_head`; a method that trains one head uses it); ``None``:
+            the method's set head; or a head the method trains (``multilabel`` or ``softmax``). Training and
+            the logged metrics are unchanged.
         backbone_options: the backbone's own keyword arguments, handed to ``timm.create_model`` (e.g.
             ``{drop_rate: 0.2}``, or ``{hidden: 32}`` for ``small_vgg``).
 
@@ -114,7 +116,7 @@ class TwoHeadModule(EvaluationSteps, SetPrediction, LightningModule):
         coverages: Sequence[float] = (0.9,),
         frequency_boundaries: tuple[int, int] = (20, 100),
         predict_k: float | None = None,
-        predict_head: str | None = None,
+        predict_head: str | None = "validation",
         backbone_options: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
@@ -272,3 +274,8 @@ class TwoHeadModule(EvaluationSteps, SetPrediction, LightningModule):
         checkpoint_format.load(
             checkpoint, self.num_classes, self.class_names, self.method, self.calibration, self.loss, self.ks
         )
+        trainer = attached_trainer(self)
+        if trainer is not None and trainer.state.fn == "fit":  # resuming: the loss must be the one it began with
+            warning = checkpoint_format.check_resumed_loss(checkpoint, self.loss.options())
+            if warning is not None:
+                rank_zero_warn(warning)

@@ -71,7 +71,7 @@ def load_onnx_predictor(path: str | Path, providers: Sequence[str] | None = None
         >>> import tempfile
         >>> from avgk_lightning import TwoHeadModule
         >>> from avgk_lightning.export import export_set_predictor
-        >>> model = TwoHeadModule(num_classes=5, backbone="small_vgg", k=2)
+        >>> model = TwoHeadModule(num_classes=5, backbone="small_vgg", k=2, predict_head="multilabel")
         >>> model.calibration.average_k = {"multilabel": {2.0: 0.5}}
         >>> path = export_set_predictor(model, Path(tempfile.mkdtemp()) / "p.onnx", input_shape=(3, 28, 28),
         ...                             file_format="onnx")

@@ -9,7 +9,7 @@ from torch import Tensor
 from avgk_lightning.metrics import EvaluationResult
 from avgk_lightning.naming import HEAD_TITLES, format_k, heads_in, prefix, report_heads
 
-__all__ = ["diagnostics_table", "results_table", "set_size_table", "test_report"]
+__all__ = ["diagnostics_table", "prediction_note", "results_table", "set_size_table", "test_report"]
 
 
 def results_table(
@@ -139,6 +139,24 @@ def set_size_table(histograms: Mapping[str, Tensor], k: float, largest: int = 10
         cells.append(float(shares[largest:].sum()))
         lines.append(f"| {HEAD_TITLES.get(head, head)} | " + " | ".join(f"{cell:.4f}" for cell in cells) + " |")
     return "\n".join(lines)
+
+
+def prediction_note(head: str, k: float, accuracy: Mapping[str, Mapping[float, float]]) -> str:
+    """The line that says which head makes the sets of ``predict`` and the exports under ``predict_head: validation``.
+
+    Example:
+        >>> print(prediction_note("softmax", 2.0, {"multilabel": {2.0: 0.948}, "softmax": {2.0: 0.9512}}))
+        predict and the exports: sets of the softmax head at K=2, the better on validation (avg-K acc 0.9512; multi-label head 0.9480)
+    """
+    others = "; ".join(
+        f"{HEAD_TITLES[other]} {values[float(k)]:.4f}"
+        for other, values in accuracy.items()
+        if other != head and float(k) in values
+    )
+    return (
+        f"predict and the exports: sets of the {HEAD_TITLES[head]} at K={format_k(k)}, the better on validation "
+        f"(avg-K acc {accuracy[head][float(k)]:.4f}" + (f"; {others})" if others else ")")
+    )
 
 
 def test_report(

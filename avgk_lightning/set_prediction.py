@@ -52,7 +52,7 @@ class SetPrediction:
             >>> model = TwoHeadModule(num_classes=5, k=2, predict_head="validation")
             >>> model.calibration.average_k = {"multilabel": {2.0: 0.31}, "softmax": {2.0: 0.42}}
             >>> model.calibration.accuracy = {"multilabel": {2.0: 0.90}, "softmax": {2.0: 0.93}}
-            >>> model.prediction_head(), TwoHeadModule(num_classes=5, k=2).prediction_head()
+            >>> model.prediction_head(), TwoHeadModule(num_classes=5, k=2, predict_head=None).prediction_head()
             ('softmax', 'multilabel')
         """
         k = self.predict_k if k is None else float(k)

@@ -16,7 +16,7 @@ from lightning.pytorch import LightningDataModule, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_info
 
-from avgk_lightning.checkpoint import calibration_lag, read_checkpoint
+from avgk_lightning.checkpoint import CHECKPOINT_KEY, calibration_lag, read_checkpoint
 from avgk_lightning.module import TwoHeadModule
 
 __all__ = ["calibrated_for_the_checkpoint", "validate_final_weights"]
@@ -25,20 +25,31 @@ __all__ = ["calibrated_for_the_checkpoint", "validate_final_weights"]
 def calibrated_for_the_checkpoint(trainer: Trainer, arguments: dict[str, Any]) -> dict[str, Any]:
     """The arguments of ``Trainer.test`` / ``predict``, after λ_K were calibrated for a lagging checkpoint's weights.
 
-    Where ``ckpt_path`` is a checkpoint whose λ_K are older than its weights, the checkpoint is loaded and
-    validated (which calibrates λ_K on the validation split) and the returned arguments test the loaded model
-    as it is (no ``ckpt_path``); otherwise `arguments` are returned unchanged.
+    Where ``ckpt_path`` is a checkpoint whose λ_K are older than its weights, or, for ``predict_head:
+    validation``, one that does not record each head's validation accuracy (an earlier release's), the
+    checkpoint is loaded and validated (which calibrates λ_K on the validation split and records the
+    accuracies) and the returned arguments test the loaded model as it is (no ``ckpt_path``); otherwise
+    `arguments` are returned unchanged.
     """
     path = arguments.get("ckpt_path")
     if path is None or not Path(path).is_file():
         return arguments
-    lag = calibration_lag(read_checkpoint(path))
-    if lag is None:
+    checkpoint = read_checkpoint(path)
+    lag = calibration_lag(checkpoint)
+    if lag is not None:
+        rank_zero_info(
+            f"{path} was written at training step {lag[1]}, after the validation at step {lag[0]} that calibrated "
+            "its λ_K (between two validations): validating it first, so that λ_K are calibrated for its weights."
+        )
+    elif arguments["model"].predict_head == "validation" and not checkpoint.get(CHECKPOINT_KEY, {}).get(
+        "validation_accuracy"
+    ):
+        rank_zero_info(
+            f"{path} records no validation accuracy per head (an earlier release wrote it), which predict_head "
+            "validation compares: validating it first."
+        )
+    else:
         return arguments
-    rank_zero_info(
-        f"{path} was written at training step {lag[1]}, after the validation at step {lag[0]} that calibrated its "
-        "λ_K (between two validations): validating it first, so that λ_K are calibrated for its weights."
-    )
     trainer.validate(arguments["model"], datamodule=arguments.get("datamodule"), ckpt_path=path, verbose=False)
     return {**arguments, "ckpt_path": None}
 

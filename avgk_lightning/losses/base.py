@@ -87,6 +87,21 @@ class AverageKLoss(nn.Module):
     def on_train_epoch_start(self, epoch: int) -> None:
         """Called at the start of every training epoch with its 0-based index (for schedules such as a warm-up)."""
 
+    def options(self) -> dict[str, Any]:
+        """The loss's own constructor arguments as it holds them, defaults resolved: what a resumed run must share.
+
+        Example:
+            >>> from avgk_lightning.losses import TwoHeadLoss
+            >>> TwoHeadLoss(mu=0.5).options()
+            {'mu': 0.5, 'bce_reduction': 'mean', 'warmup_epochs': 0}
+        """
+        names = [name for name in inspect.signature(type(self).__init__).parameters if name not in ("self", "k")]
+        return {
+            name: getattr(self, name)
+            for name in names
+            if isinstance(getattr(self, name, None), (bool, int, float, str))
+        }
+
     def epoch_states(self) -> dict[str, EpochState]:
         """Per-epoch training state by name: merged across processes at every epoch end, saved in checkpoints.
 

@@ -39,32 +39,33 @@ class TwoHeadLoss(AverageKLoss):
     pseudo-labels of shape (B, n, L)) the BCE is averaged over the n heads as over the samples. The paper's abstract leaves open how the
     BCE over the C classes is reduced and whether training starts with cross-entropy alone; both are
     options, with the defaults chosen by the ablations in ``benchmarks/results/`` (``docs/reproduce.md``).
-    The BCE is summed over classes by default: averaged, each multi-label logit gets 1/C of the gradient
-    that cross-entropy gives a softmax logit (1/1,081 on Pl@ntNet-300K). Where each choice wins, ties
-    and loses against softmax thresholding is measured in ``docs/reproduce.md``.
+    The BCE is averaged over classes by default, so that the multi-label term leaves the shared features to
+    cross-entropy: summed, each multi-label logit gets C times more gradient (1,081 times on Pl@ntNet-300K),
+    which regularises a network that would memorise its noisy labels but harms one with few features. Where
+    each choice wins, ties and loses against softmax thresholding is measured in ``docs/reproduce.md``.
 
     Args:
         mu: weight of the multi-label term (``--model.mu``).
-        bce_reduction: ``"sum"`` (default): BCE summed over classes, averaged over samples; ``"mean"``:
-            averaged over classes too (C times smaller multi-label gradients).
+        bce_reduction: ``"mean"`` (default): BCE averaged over samples and classes; ``"sum"``: summed over
+            classes, averaged over samples (C times larger multi-label gradients).
         warmup_epochs: epochs of cross-entropy alone before the multi-label term starts (it is still
             computed and logged, with weight 0; the pseudo-label statistics are gathered meanwhile).
 
     Example:
         >>> labels = torch.tensor([[1.0, 0.0, 0.0, 1.0], [0.0, 0.0, 0.0, 1.0]])
         >>> terms = TwoHeadLoss(mu=1.0)(torch.zeros(2, 4), torch.zeros(2, 4), torch.tensor([0, 3]), labels)
-        >>> round(float(terms["loss"]), 4)  # log(4) + 4 log(2): four classes of log(2) each
-        4.1589
-        >>> terms = TwoHeadLoss(bce_reduction="mean")(torch.zeros(2, 4), torch.zeros(2, 4), torch.tensor([0, 3]), labels)
         >>> round(float(terms["loss"]), 4)  # log(4) + log(2)
         2.0794
+        >>> terms = TwoHeadLoss(bce_reduction="sum")(torch.zeros(2, 4), torch.zeros(2, 4), torch.tensor([0, 3]), labels)
+        >>> round(float(terms["loss"]), 4)  # log(4) + 4 log(2): four classes of log(2) each
+        4.1589
     """
 
     name = "two_head"
     trained_heads = ("multilabel", "softmax")
     uses_pseudo_labels = True
 
-    def __init__(self, mu: float = 1.0, bce_reduction: Literal["mean", "sum"] = "sum", warmup_epochs: int = 0) -> None:
+    def __init__(self, mu: float = 1.0, bce_reduction: Literal["mean", "sum"] = "mean", warmup_epochs: int = 0) -> None:
         super().__init__()
         if mu < 0:
             raise InvalidInputError(f"Expected argument `mu` to be >= 0, but got {mu!r}")

@@ -100,12 +100,25 @@ def test_train_py_prints_the_results_table(fitted):
     assert sum(line.startswith("| ") and line.split("|")[1].strip() in KS for line in output.splitlines()) == 5
     assert "| sets | K | few | medium | many | cov. size 1 |" in output  # the diagnostics table
     assert "| top-K, softmax head | 2 |" in output and "| sets | target coverage | test coverage |" in output
+    # The last line names the head that predicts (the default predict_head: validation), from the checkpoint's
+    # validation accuracies at the model's K.
+    saved = torch.load(checkpoint_path, weights_only=True)
+    k, accuracy = float(saved["hyper_parameters"]["k"]), saved["average_k"]["validation_accuracy"]
+    better = better_on_validation(checkpoint_path, k)
+    title = {"multilabel": "multi-label head", "softmax": "softmax head"}[better]
+    other = "softmax" if better == "multilabel" else "multilabel"
+    assert (
+        f"predict and the exports: sets of the {title} at K={k:g}, the better on validation (avg-K acc "
+        f"{accuracy[better][k]:.4f}; {'softmax head' if other == 'softmax' else 'multi-label head'} "
+        f"{accuracy[other][k]:.4f})"
+    ) in output
 
 
 def test_predict_writes_the_sets_of_predict_k_and_never_overwrites(fitted, tmp_path, capsys):
     root, _ = fitted
     checkpoint_path = checkpoint_of(root)
-    saved = torch.load(checkpoint_path, weights_only=True)["average_k"]["thresholds"]["multilabel"]
+    head = better_on_validation(checkpoint_path, 3.0)  # the default predict_head: validation
+    saved = torch.load(checkpoint_path, weights_only=True)["average_k"]["thresholds"][head]
     output = tmp_path / "sets.jsonl"
     cli = _run(
         "predict",
@@ -240,12 +253,18 @@ def test_exported_set_predictor_gives_the_sets_of_the_module(fitted, tmp_path):
     model = TwoHeadModuleFromCheckpoint(checkpoint_path)
     images = cli.datamodule.test_dataset.tensors[0][:64]
     scores, sets = predictor(images)
-    assert metadata["k"] == 3.0 and metadata["threshold"] == model.calibrated_threshold(3)
+    head = better_on_validation(checkpoint_path, 3.0)  # the default predict_head: validation
+    assert (
+        metadata["k"] == 3.0 and metadata["set_head"] == head and metadata["threshold"] == model.calibrated_threshold(3)
+    )
     assert metadata["class_names"] == model.class_names
     assert [row.nonzero().flatten().tolist() for row in sets] == [sorted(s) for s in model.predict_sets(images, k=3)]
     with torch.no_grad():
         model.eval()
-        torch.testing.assert_close(scores, model(images)[1].sigmoid())
+        softmax_logits, multilabel_logits = model(images)
+        torch.testing.assert_close(
+            scores, (softmax_logits.softmax(1) if head == "softmax" else multilabel_logits.sigmoid())
+        )
 
 
 def _validation_scores(model, datamodule):
@@ -324,7 +343,7 @@ def test_onnx_export_runs_in_onnxruntime_with_the_scores_and_sets_of_the_module(
     images = cli.datamodule.test_dataset.tensors[0][:37]  # traced on a batch of 2: the batch axis is dynamic
     scores, sets = session.run(["scores", "sets"], {"images": images.numpy()})
     model = TwoHeadModuleFromCheckpoint(checkpoint_path).eval()
-    head = model.loss.set_head
+    head = better_on_validation(checkpoint_path, 3.0)  # the default predict_head: validation
     with torch.no_grad():
         expected = model.network.scores(images, [head])[head].numpy()
     assert scores.dtype == np.float32 and sets.dtype == np.bool_ and scores.shape == (37, model.num_classes)
@@ -423,6 +442,12 @@ def test_the_export_command_prints_no_usage_nor_traceback(fitted, tmp_path):
     status, output = run_process_group([*command, "--format", "tflite", "--output", str(tmp_path / "p.tflite")])
     assert status == 2
     assert output == "error: Expected argument `--format` to be 'torchscript' or 'onnx', but got 'tflite'\n"
+
+
+def better_on_validation(path, k):
+    """The head with the higher validation average-K accuracy at `k` saved in the checkpoint (multi-label on a tie)."""
+    accuracy = torch.load(path, weights_only=True)["average_k"]["validation_accuracy"]
+    return max(("multilabel", "softmax"), key=lambda head: (accuracy[head][k], head == "multilabel"))
 
 
 def TwoHeadModuleFromCheckpoint(path):

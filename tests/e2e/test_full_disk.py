@@ -74,7 +74,7 @@ def test_a_full_disk_during_an_export_keeps_the_previous_export_whole(small_disk
     from avgk_lightning import TwoHeadModule
     from avgk_lightning.export import export_set_predictor
 
-    model = TwoHeadModule(num_classes=5, k=2, backbone="small_vgg")
+    model = TwoHeadModule(num_classes=5, k=2, backbone="small_vgg", predict_head="multilabel")
     model.calibration.average_k = {"multilabel": {2.0: 0.5}}
     name = "predictor.onnx" if file_format == "onnx" else "predictor.pt"
     path = export_set_predictor(model, small_disk / name, input_shape=(3, 28, 28), file_format=file_format)

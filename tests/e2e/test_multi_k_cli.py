@@ -10,10 +10,12 @@ from avgk_lightning import TwoHeadModule
 from tests.helpers import checkpoint_of, cli_args, cli_in_process, reference_threshold, set_head_scores, train_py
 
 SMALL = {"train_size": 512, "val_size": 256, "test_size": 257, "batch_size": 64}
+# The sets of each trained K from its own multi-label head (the default, validation, may take the softmax head).
+MULTILABEL = "--model.init_args.predict_head=multilabel"
 
 
 def _run(subcommand, root, *extra):
-    return cli_in_process([subcommand, *cli_args(**SMALL), f"--trainer.default_root_dir={root}", *extra])
+    return cli_in_process([subcommand, *cli_args(**SMALL), f"--trainer.default_root_dir={root}", MULTILABEL, *extra])
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +48,7 @@ def test_fit_trains_a_head_per_k_and_calibrates_each_at_its_k(fitted):
 
 def test_train_py_test_prints_which_head_made_each_row(fitted):
     root, _ = fitted
-    args = [f"--trainer.default_root_dir={root}", f"--ckpt_path={checkpoint_of(root)}", "--verbose=false"]
+    args = [f"--trainer.default_root_dir={root}", f"--ckpt_path={checkpoint_of(root)}", "--verbose=false", MULTILABEL]
     code, output = train_py("test", *cli_args(**SMALL), *args)
     assert code == 0, output[-3000:]
     lines = output.splitlines()

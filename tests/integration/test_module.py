@@ -68,3 +68,30 @@ def test_weights_trained_after_the_last_validation_are_not_tested_with_its_thres
     assert model.calibration.step == 9
     (metrics,) = trainer.test(model, data)
     assert metrics["test/set_size@2"] == pytest.approx(2, abs=0.3)
+
+
+def test_a_training_resumes_only_with_the_loss_options_it_began_with(tmp_path):
+    # One epoch with the summed BCE, then `fit --ckpt_path` under the default (averaged): refused, naming the fix.
+    data = SyntheticAmbiguityDataModule(train_size=128, val_size=101, test_size=101, batch_size=64)
+    summed = {"bce_reduction": "sum"}
+    trainer = cpu_trainer(default_root_dir=tmp_path, callbacks=[PseudoLabelThreshold()], max_epochs=1)
+    trainer.fit(TinyCNNModule(num_classes=40, k=2, loss_options=summed), data)
+    path = tmp_path / "one_epoch.ckpt"
+    trainer.save_checkpoint(path)
+    assert torch.load(path, weights_only=False)["average_k"]["loss_options"] == {
+        "mu": 1.0,
+        "bce_reduction": "sum",
+        "warmup_epochs": 0,
+    }
+    fix = "pass --model.init_args.loss_options '{bce_reduction: sum}'"
+    with pytest.raises(
+        ValueError, match=f"ran with bce_reduction='sum', but this run's loss has bce_reduction='mean'.*{fix}"
+    ):
+        cpu_trainer(max_epochs=2, callbacks=[PseudoLabelThreshold()]).fit(
+            TinyCNNModule(num_classes=40, k=2), data, ckpt_path=path
+        )
+    resumed = cpu_trainer(max_epochs=2, callbacks=[PseudoLabelThreshold()])
+    resumed.fit(TinyCNNModule(num_classes=40, k=2, loss_options=summed), data, ckpt_path=path)
+    assert resumed.current_epoch == 2
+    model = TinyCNNModule.load_from_checkpoint(path, weights_only=False)  # loading to predict or test: no check
+    assert model.loss.bce_reduction == "sum"

@@ -75,7 +75,8 @@ def test_the_sets_of_each_trained_k_come_from_its_own_head_after_a_checkpoint(mu
     path, data = multi_k
     saved = torch.load(path, map_location="cpu", weights_only=True)
     assert saved["average_k"]["trained_ks"] == [1.5, 3.0] and saved["hyper_parameters"]["k"] == [1.5, 3]
-    model = TinyCNNModule.load_from_checkpoint(path, map_location="cpu", weights_only=False).eval()
+    model = TinyCNNModule.load_from_checkpoint(path, map_location="cpu", weights_only=False, predict_head="multilabel")
+    model.eval()
     assert model.ks == (1.5, 3.0) and model.network.multilabel_head.weight.shape == (80, 16)
     assert sorted(model.calibration.average_k["multilabel"]) == [1.5, 3.0]
     images = _images(data)
@@ -103,7 +104,8 @@ def test_other_ks_are_served_by_the_softmax_head_when_asked(multi_k):
 
 def test_the_export_of_a_trained_k_holds_its_head_and_refuses_another(multi_k, tmp_path):
     path, data = multi_k
-    model = TinyCNNModule.load_from_checkpoint(path, map_location="cpu", weights_only=False).eval()
+    model = TinyCNNModule.load_from_checkpoint(path, map_location="cpu", weights_only=False, predict_head="multilabel")
+    model.eval()
     images = _images(data)
     output = export_set_predictor(model, tmp_path / "k3.pt", k=3, input_shape=(3, 16, 16))
     predictor, metadata = load_set_predictor(output)

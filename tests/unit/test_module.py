@@ -52,7 +52,10 @@ def test_eval_ks_default_to_those_below_num_classes_plus_k():
         ({"k": []}, "or a list of them .*, but got \\[\\]"),
         ({"k": [2, 2.0]}, "the K of argument `k` to be distinct, but got \\[2, 2.0\\]"),
         ({"k": [2, 3], "method": "softmax"}, "trains one multi-label head per K .* method='softmax' does not"),
-        ({"k": [2, 3], "predict_k": 5}, "K=5 \\(argument `predict_k`\\) was not trained: .* serve K = 2, 3"),
+        (
+            {"k": [2, 3], "predict_k": 5, "predict_head": "multilabel"},
+            "K=5 \\(argument `predict_k`\\) was not trained: .* serve K = 2, 3",
+        ),
         ({"k": -2}, "but got -2"),
         ({"k": 10}, "but got 10"),
         ({"eval_ks": [1, 12]}, "`eval_ks` to be a number in \\(0, num_classes=10\\), but got 12"),
@@ -90,16 +93,20 @@ def test_two_head_loss_with_averaged_bce_by_hand_on_a_2x4_example():
     assert SoftmaxLoss()(softmax_logits, multilabel_logits, target)["loss"].item() == pytest.approx(ce.item())
 
 
-def test_bce_is_summed_over_classes_by_default_by_hand():
+def test_bce_is_averaged_over_classes_by_default_and_summed_on_request_by_hand():
     softmax_logits = torch.tensor([[2.0, 0.0, 0.0, 0.0], [0.0, 0.0, 0.0, 0.0]])
     multilabel_logits = torch.tensor([[0.0, 0.0, 0.0, 0.0], [1.0, -1.0, 0.0, 0.0]])
     target, labels = torch.tensor([0, 3]), torch.tensor([[1.0, 1.0, 0.0, 0.0], [0.0, 0.0, 0.0, 1.0]])
     log2 = torch.log(torch.tensor(2.0))
     # Per sample, summed over the 4 classes: 4 log 2, and softplus(1) + softplus(-1) + 2 log 2; mean over samples.
     summed = (4 * log2 + F.softplus(torch.tensor(1.0)) + F.softplus(torch.tensor(-1.0)) + 2 * log2) / 2
-    terms = TwoHeadLoss(mu=0.5)(softmax_logits, multilabel_logits, target, labels)
+    default = TwoHeadLoss(mu=0.5)(softmax_logits, multilabel_logits, target, labels)
+    assert default["binary_cross_entropy"].item() == pytest.approx(summed.item() / 4, rel=1e-6)
+    assert default["loss"].item() == pytest.approx((default["cross_entropy"] + 0.5 * summed / 4).item(), rel=1e-6)
+    terms = TwoHeadLoss(mu=0.5, bce_reduction="sum")(softmax_logits, multilabel_logits, target, labels)
     assert terms["binary_cross_entropy"].item() == pytest.approx(summed.item(), rel=1e-6)
     assert terms["loss"].item() == pytest.approx((terms["cross_entropy"] + 0.5 * summed).item(), rel=1e-6)
+    assert TwoHeadModule(num_classes=4, k=2).loss.bce_reduction == "mean"
 
 
 def test_warmup_epochs_train_cross_entropy_alone_then_add_the_multilabel_term():
@@ -218,7 +225,7 @@ def test_export_leaves_the_callers_module_as_it_was(tmp_path):
     from avgk_lightning.export import export_set_predictor, load_set_predictor
 
     torch.manual_seed(0)
-    model = TwoHeadModule(num_classes=5, k=2, backbone="small_vgg")
+    model = TwoHeadModule(num_classes=5, k=2, backbone="small_vgg", predict_head="multilabel")
     model.calibration.average_k = {"multilabel": {2.0: 0.5}}
     model.train()
     model.network.softmax_head.eval()  # a user's frozen part keeps its own mode

@@ -173,7 +173,11 @@ def test_a_multi_k_model_serves_another_k_from_its_softmax_head_only():
     from avgk_lightning import TwoHeadModule
 
     assert TwoHeadModule(num_classes=10, k=[2, 3], predict_k=5, predict_head="softmax").prediction_head() == "softmax"
-    assert TwoHeadModule(num_classes=10, k=[2, 3], predict_k=3).prediction_head() == "multilabel"
+    assert TwoHeadModule(num_classes=10, k=[2, 3], predict_k=3, predict_head=None).prediction_head() == "multilabel"
+    serving_5 = TwoHeadModule(num_classes=10, k=[2, 3], predict_k=5)  # the default, validation, compares...
+    serving_5.calibration.average_k = {"multilabel": {2.0: 0.4, 3.0: 0.3}, "softmax": {5.0: 0.1}}
+    serving_5.calibration.accuracy = {"multilabel": {2.0: 0.9, 3.0: 0.95}, "softmax": {5.0: 0.97}}
+    assert serving_5.prediction_head() == "softmax"  # ...the heads that serve K = 5: the softmax head alone
 
 
 def test_an_epoch_interrupted_by_a_checkpoint_ends_with_the_thresholds_of_the_whole_epoch():
