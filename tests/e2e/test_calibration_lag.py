@@ -68,3 +68,31 @@ def test_test_calibrates_a_lagging_checkpoint_for_its_weights_first(root, caplog
     stale = best["average_k"]["thresholds"]["multilabel"][2.0]  # the older weights' λ_K: not K on validation
     assert abs((scores >= stale).sum(dim=1).float().mean().item() - 2) > 0.1
     assert cli.trainer.callback_metrics["test/set_size@2"].item() == pytest.approx(2, abs=0.25)
+
+
+@pytest.mark.slow
+def test_predict_validates_a_checkpoint_without_validation_accuracies_first(root, tmp_path, caplog):
+    # A checkpoint of release 0.2.0 records λ_K but no accuracy per head, which predict_head: validation compares.
+    earlier = torch.load(checkpoint_of(root, "last.ckpt"), weights_only=False)
+    del earlier["average_k"]["validation_accuracy"]
+    earlier["hyper_parameters"].pop("predict_head")
+    path = tmp_path / "earlier.ckpt"
+    torch.save(earlier, path)
+    output = tmp_path / "sets.jsonl"
+    with caplog.at_level(logging.INFO):
+        cli = cli_in_process(
+            [
+                "predict",
+                *COMMON,
+                f"--trainer.default_root_dir={root}",
+                f"--ckpt_path={path}",
+                f"--predictions.output={output}",
+            ]
+        )
+    assert f"{path} records no validation accuracy per head" in caplog.text
+    accuracy = cli.model.calibration.accuracy  # recorded by that validation: the final weights' own
+    saved = torch.load(checkpoint_of(root, "last.ckpt"), weights_only=True)["average_k"]["validation_accuracy"]
+    assert {head: values[2.0] for head, values in accuracy.items()} == pytest.approx(
+        {head: values[2.0] for head, values in saved.items()}, abs=1e-6
+    )
+    assert len(output.read_text().splitlines()) == 257
