@@ -8,9 +8,11 @@
 #   bash benchmarks/long_tail.sh            (needs: apt-get install dataset-fashion-mnist)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+MEAN='model.init_args.loss_options={"bce_reduction":"mean"}'  # the default it measures, named so that it stays measured
 exec "${PYTHON:-.venv/bin/python}" -m avgk_lightning.study --config configs/fashion_mnist_two_head.yaml \
-    --methods softmax,two_head --per-k 2 --seeds 5 --max-epochs 30 --checkpoints best,last \
+    --methods softmax --per-k 2 --seeds 5 --max-epochs 30 --checkpoints best,last \
     --seed-args data.init_args.split_seed,data.init_args.noise_seed,data.init_args.imbalance_seed \
+    --variant "two_head=two_head $MEAN" \
     --set data.init_args.noise=0.2 --set 'model.init_args.frequency_boundaries=[100,300]' \
     --setting 'data.init_args.augment=true data.init_args.imbalance=50' \
     --setting 'data.init_args.augment=true data.init_args.imbalance=100' \

@@ -9,9 +9,11 @@
 #   python benchmarks/figures.py noise benchmarks/results/noise_sweep.json noise.png --head chosen
 set -euo pipefail
 cd "$(dirname "$0")/.."
+MEAN='model.init_args.loss_options={"bce_reduction":"mean"}'  # the default it measures, named so that it stays measured
 exec "${PYTHON:-.venv/bin/python}" -m avgk_lightning.study --config configs/fashion_mnist_two_head.yaml \
-    --methods softmax,two_head --per-k 1.5,2,3 --seeds 5 --max-epochs 30 --checkpoints best,last \
+    --methods softmax --per-k 1.5,2,3 --seeds 5 --max-epochs 30 --checkpoints best,last \
     --seed-args data.init_args.split_seed,data.init_args.noise_seed,data.init_args.imbalance_seed \
+    --variant "two_head=two_head $MEAN" \
     --set data.init_args.augment=true \
     --sweep data.init_args.noise=0,0.2,0.4,0.6 \
     --order breadth --out benchmarks/results/noise_sweep.md "$@"
