@@ -1,13 +1,15 @@
 """Figures of the committed comparison results: the gain over softmax thresholding, from their JSON alone.
 
 Usage:
-    python benchmarks/figures.py noise RESULTS.json OUT.png [--label two_head] [--checkpoint best]
+    python benchmarks/figures.py noise RESULTS.json OUT.png [--label two_head] [--head set] [--checkpoints best,last]
     python benchmarks/figures.py grid RESULTS.json OUT.png [--checkpoints best,last]
     python benchmarks/figures.py memorisation RESULTS.json OUT.png [--label two_head] [--checkpoint last]
 
 ``noise``: the paired difference (a row of the comparison minus softmax thresholding, same seed and data)
-of test average-K accuracy against the label-noise rate of each ``noise=...`` setting, one line (the mean
-over seeds) per K and each seed a dot. ``grid``: one row per setting, one column per comparison with
+of test average-K accuracy against the label-noise rate of each ``noise=...`` setting, one panel per
+checkpoint, one line (the mean over seeds) per K and each seed a dot; the same numbers are printed as a
+Markdown table (per cell the mean, the seeds' wins / ties / losses and the paired t-interval's verdict).
+``grid``: one row per setting, one column per comparison with
 softmax and checkpoint, each cell coloured by the mean paired difference and labelled with it, the
 wins / ties / losses over seeds and the verdict where the 95% paired t-interval excludes 0 (with several
 two-head rows, a last column per checkpoint keeps, per seed, the row and head with the best validation
@@ -251,19 +253,52 @@ def grid_tally(titles: Sequence[str], cells: Sequence[Sequence[list[float] | Non
     return "\n".join(lines)
 
 
-def plot_noise(curves: dict[float, list[tuple[float, list[float]]]], title: str) -> Any:
-    figure, axes = plt.subplots(figsize=(6.4, 4.2))
-    for index, (k, points) in enumerate(curves.items()):
-        color = f"C{index}"
-        noises = [noise for noise, _ in points]
-        axes.plot(noises, [sum(d) / len(d) for _, d in points], "-", color=color, label=f"K = {format_k(k)}")
-        for noise, differences in points:
-            axes.plot([noise] * len(differences), differences, "o", color=color, alpha=0.45, markersize=4)
-    axes.axhline(0.0, color="black", linewidth=0.8)
-    axes.set_xlabel("label-noise rate p")
-    axes.set_ylabel("test average-K accuracy: two-head − softmax")
-    axes.set_title(title, fontsize=10)
-    axes.legend()
+def noise_markdown(
+    curves: dict[str, dict[float, list[tuple[float, list[float]]]]], runs: Sequence[RunRecord] | None = None
+) -> str:
+    """The noise figure's numbers as a Markdown table: one row per noise rate, one column per checkpoint and K
+    (mean paired difference, seeds' W/T/L, verdict; bold for a win or a loss); with `runs`, softmax
+    thresholding's own accuracy at K = 2 and its fit of the noisy training labels first."""
+    columns = [(checkpoint, k) for checkpoint, per_k in curves.items() for k in per_k]
+    cells = {
+        (checkpoint, k, noise): differences
+        for checkpoint, per_k in curves.items()
+        for k, points in per_k.items()
+        for noise, differences in points
+    }
+    noises = sorted({noise for _, _, noise in cells})
+    extra = ["softmax K=2: best / last", "softmax train top-1, last epoch"] if runs is not None else []
+    titles = [f"K={format_k(k)}, {checkpoint}" for checkpoint, k in columns]
+    lines = ["| noise | " + " | ".join([*extra, *titles]) + " |", "|---" * (len(titles) + len(extra) + 1) + "|"]
+    for noise in noises:
+        texts = []
+        for checkpoint, k in columns:
+            d = cells.get((checkpoint, k, noise))
+            verdict = "" if not d else paired_verdict(d)
+            text = "-" if not d else f"{sum(d) / len(d):+.4f} ({_signs(d)}) {verdict}"
+            texts.append(f"**{text}**" if verdict in ("win", "loss") else text)
+        setting = next((run.setting for run in runs or [] if _noise(run.setting) == noise), None)
+        first = [softmax_summary(runs, setting)] if runs is not None and setting is not None else []
+        lines.append(f"| {noise:g} | " + " | ".join([*first, *texts]) + " |")
+    return "\n".join(lines)
+
+
+def plot_noise(curves: dict[str, dict[float, list[tuple[float, list[float]]]]], title: str) -> Any:
+    """One panel per checkpoint (``curves``: checkpoint -> K -> points), a line per K, each seed a dot."""
+    figure, panels = plt.subplots(1, len(curves), figsize=(4.2 * len(curves) + 0.6, 4.2), sharey=True, squeeze=False)
+    for axes, (checkpoint, per_k) in zip(panels[0], curves.items()):
+        for index, (k, points) in enumerate(per_k.items()):
+            color = f"C{index}"
+            noises = [noise for noise, _ in points]
+            axes.plot(noises, [sum(d) / len(d) for _, d in points], "-", color=color, label=f"K = {format_k(k)}")
+            for noise, differences in points:
+                axes.plot([noise] * len(differences), differences, "o", color=color, alpha=0.45, markersize=4)
+        axes.axhline(0.0, color="black", linewidth=0.8)
+        axes.set_xlabel("label-noise rate p")
+        axes.set_title(f"{checkpoint} checkpoint", fontsize=10)
+        axes.legend(fontsize=8)
+    panels[0][0].set_ylabel("test average-K accuracy: two-head − softmax")
+    figure.suptitle(title, fontsize=10)
     figure.tight_layout()
     return figure
 
@@ -294,10 +329,8 @@ def main(argv: Sequence[str] | None = None) -> Path:
     parser.add_argument("out", type=Path, help="the PNG file to write (never overwritten)")
     parser.add_argument("--label", default="two_head", help="noise, memorisation: the row compared with softmax")
     parser.add_argument("--head", default="set", choices=sorted(HEAD_PREFIXES), help="noise: that row's head")
-    parser.add_argument(
-        "--checkpoint", default="best", choices=("best", "last"), help="noise, memorisation: the checkpoint"
-    )
-    parser.add_argument("--checkpoints", default="best,last", help="grid: the checkpoints, comma-separated")
+    parser.add_argument("--checkpoint", default="best", choices=("best", "last"), help="memorisation: the checkpoint")
+    parser.add_argument("--checkpoints", default="best,last", help="noise, grid: the checkpoints, comma-separated")
     args = parser.parse_args(argv)
     if not args.results.is_file():
         parser.error(f"{args.results}: no such file (argument results: a .json or .runs.jsonl of avgk-compare)")
@@ -305,10 +338,15 @@ def main(argv: Sequence[str] | None = None) -> Path:
         parser.error(f"{args.out} exists (argument out): pass a new file name (figures are never overwritten)")
     runs, settings = load_runs(args.results)
     if args.kind == "noise":
-        curves = noise_curves(runs, settings, args.label, args.head, args.checkpoint)
-        if not any(curves.values()):
+        curves = {
+            checkpoint: noise_curves(runs, settings, args.label, args.head, checkpoint)
+            for checkpoint in args.checkpoints.split(",")
+        }
+        if not any(points for per_k in curves.values() for points in per_k.values()):
             parser.error(f"{args.results} has no paired {args.label} and softmax runs in noise=... settings")
-        figure = plot_noise(curves, f"{args.results.name}, {args.checkpoint} checkpoint, each dot a seed")
+        head = {"set": "multi-label head", "softmax": "softmax head", "chosen": "head chosen on validation"}
+        figure = plot_noise(curves, f"{args.label} ({head[args.head]}) − softmax thresholding, each dot a seed")
+        print(noise_markdown(curves, runs))
     elif args.kind == "memorisation":
         points = memorisation_points(runs, settings, args.label, args.checkpoint)
         if not points:

@@ -47,6 +47,12 @@ def test_noise_curves_are_the_paired_differences_by_increasing_noise():
     assert curves[2.0][1][1] == pytest.approx([0.04, 0.05, 0.06])
     chosen = figures.noise_curves(runs, settings, "two_head", "chosen", "best")
     assert chosen[2.0][0][1] == pytest.approx([-0.01, 0.01, 0.02])  # seed 0 keeps its softmax head (0.79)
+    table = figures.noise_markdown({"best": curves, "last": chosen}, runs).splitlines()
+    assert table[0] == "| noise | softmax K=2: best / last | softmax train top-1, last epoch | K=2, best | K=2, last |"
+    # p = 0: 0.00, 0.01, 0.02 (mean 0.01, half-width 4.303 * 0.01 / sqrt(3) = 0.0248: a tie); the chosen head
+    # -0.01, 0.01, 0.02; p = 0.4: 0.04, 0.05, 0.06 (a win), the chosen head 0.79 - 0.8 for seed 0
+    assert table[2] == "| 0 | 0.8000 / 0.8000 | 0.500 | +0.0100 (2/1/0) tie | +0.0067 (2/0/1) tie |"
+    assert table[3] == "| 0.4 | 0.8000 / 0.8000 | 0.500 | **+0.0500 (3/0/0) win** | +0.0333 (2/0/1) tie |"
 
 
 def test_grid_cells_hold_each_setting_and_column_and_the_files_are_never_overwritten(tmp_path):
