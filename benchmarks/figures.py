@@ -164,6 +164,15 @@ def _signs(differences: Sequence[float]) -> str:
     return f"{wins}/{len(differences) - wins - losses}/{losses}"
 
 
+def _cell_text(differences: Sequence[float] | None) -> str:
+    """A table cell: mean paired difference, seeds' W/T/L and verdict, bold for a win or a loss; "-" if none."""
+    if not differences:
+        return "-"
+    verdict = paired_verdict(differences)
+    text = f"{sum(differences) / len(differences):+.4f} ({_signs(differences)}) {verdict}"
+    return f"**{text}**" if verdict in ("win", "loss") else text
+
+
 def memorisation_points(
     runs: Sequence[RunRecord], settings: Sequence[str], label: str, checkpoint: str
 ) -> dict[str, list[tuple[float, float]]]:
@@ -224,11 +233,7 @@ def grid_markdown(
     header = "| setting | " + " | ".join([*extra, *(title.replace("\n", ", ") for title in titles)]) + " |"
     lines = [header, "|---" * (len(titles) + len(extra) + 1) + "|"]
     for setting, row in zip(settings, cells):
-        texts = []
-        for d in row:
-            verdict = "" if not d else paired_verdict(d)
-            text = "-" if not d else f"{sum(d) / len(d):+.4f} ({_signs(d)}) {verdict}"
-            texts.append(f"**{text}**" if verdict in ("win", "loss") else text)
+        texts = [_cell_text(d) for d in row]
         first = [softmax_summary(runs, setting)] if runs is not None else []
         lines.append(f"| {setting or 'config'} | " + " | ".join([*first, *texts]) + " |")
     return "\n".join(lines)
@@ -271,12 +276,7 @@ def noise_markdown(
     titles = [f"K={format_k(k)}, {checkpoint}" for checkpoint, k in columns]
     lines = ["| noise | " + " | ".join([*extra, *titles]) + " |", "|---" * (len(titles) + len(extra) + 1) + "|"]
     for noise in noises:
-        texts = []
-        for checkpoint, k in columns:
-            d = cells.get((checkpoint, k, noise))
-            verdict = "" if not d else paired_verdict(d)
-            text = "-" if not d else f"{sum(d) / len(d):+.4f} ({_signs(d)}) {verdict}"
-            texts.append(f"**{text}**" if verdict in ("win", "loss") else text)
+        texts = [_cell_text(cells.get((checkpoint, k, noise))) for checkpoint, k in columns]
         setting = next((run.setting for run in runs or [] if _noise(run.setting) == noise), None)
         first = [softmax_summary(runs, setting)] if runs is not None and setting is not None else []
         lines.append(f"| {noise:g} | " + " | ".join([*first, *texts]) + " |")
