@@ -39,10 +39,9 @@ import matplotlib.pyplot as plt
 from avgk_lightning.naming import format_k
 from avgk_lightning.study import RunRecord, SavedStudy
 from avgk_lightning.study.journal import read_journal
-from avgk_lightning.study.paired import SET_PREFIX, TIE, paired_differences, paired_verdict
-from avgk_lightning.study.tables import CHOSEN_PREFIX, SOFTMAX_PREFIX, with_head_chosen_on_validation
+from avgk_lightning.study.paired import SET_PREFIX, paired_differences, paired_verdict, signs
+from avgk_lightning.study.tables import CHOSEN_PREFIX, HEAD_PREFIXES, SOFTMAX_PREFIX, with_head_chosen_on_validation
 
-HEAD_PREFIXES = {"set": SET_PREFIX, "softmax": SOFTMAX_PREFIX, "chosen": CHOSEN_PREFIX}
 ROWS_CHOSEN = "*"  # grid column: every two-head row trained, the row and head validation prefers kept
 
 
@@ -159,9 +158,7 @@ def rows_chosen_on_validation(
 
 
 def _signs(differences: Sequence[float]) -> str:
-    wins = sum(d >= TIE for d in differences)
-    losses = sum(d <= -TIE for d in differences)
-    return f"{wins}/{len(differences) - wins - losses}/{losses}"
+    return signs(differences).replace(" ", "")  # "2/1/0": narrow enough for a figure's cell
 
 
 def _cell_text(differences: Sequence[float] | None) -> str:

@@ -15,6 +15,9 @@ method trains one model at the config's ``k``, evaluated at every K of its ``eva
 
 Settings: ``--sweep KEY=V1,V2,...`` makes one setting per value; each ``--setting "KEY=VALUE ..."`` adds one.
 ``--variant "LABEL=METHOD KEY=VALUE ..."`` adds a row trained with METHOD plus the overrides.
+Every row is paired against softmax (same seed and data); ``--against LABEL[:HEAD]`` pairs every other row
+against that row's head too (``--against two_head:chosen``: each baseline against the two-head model's
+head chosen on validation).
 
 A study survives its length: with ``--out FILE.md`` every finished run is appended at once to the run journal
 ``FILE.runs.jsonl``, and ``FILE.md`` and ``FILE.json`` are rewritten from the runs so far. The same command,
@@ -43,7 +46,7 @@ from avgk_lightning.study.journal import append_journal, journal_path, read_jour
 from avgk_lightning.study.paired import SET_PREFIX
 from avgk_lightning.study.plan import StudyPlan, depends_on_k
 from avgk_lightning.study.records import Job, Row, RunRecord, SavedStudy
-from avgk_lightning.study.tables import render
+from avgk_lightning.study.tables import parse_against, render
 from avgk_lightning.study.training import run_jobs
 
 __all__ = ["main", "parse_plan"]
@@ -76,6 +79,13 @@ def _parser(prog: str) -> argparse.ArgumentParser:
         default="cell",
         help="cell: every run of a setting before the next; breadth: seed by seed, the methods of every setting "
         "before the variants, so that a long study gives a first paired seed of every cell early",
+    )
+    parser.add_argument(
+        "--against",
+        action="append",
+        default=[],
+        metavar="LABEL[:HEAD]",
+        help="pair every other row against this row too (HEAD: set, softmax or chosen; default set), besides softmax",
     )
     parser.add_argument("--out", default=None, help="Markdown file to write (never overwritten); raw results in .json")
     parser.add_argument(
@@ -149,6 +159,18 @@ def parse_plan(argv: Sequence[str] | None, prog: str = "avgk-compare") -> tuple[
     )
     if args.from_json is not None and not Path(args.from_json).is_file():
         parser.error(f"--from-json {args.from_json}: no such file (the .json that {prog} writes beside --out)")
+    labels = (
+        [row.label for row in plan.rows]
+        if args.from_json is None
+        else [row["label"] for row in json.loads(Path(args.from_json).read_text())["rows"]]
+    )
+    for spec in args.against:
+        try:
+            label, _ = parse_against(spec)
+        except ValueError as error:
+            parser.error(f"--against {error}")
+        if label not in labels:
+            parser.error(f"--against {spec}: no row {label!r} in the study; its rows are {', '.join(labels)}")
     if args.out is not None:
         writes = [Path(args.out)] + ([Path(args.out).with_suffix(".json")] if args.from_json is None else [])
         resumable = args.from_json is None and journal_path(args.out).exists()
@@ -172,7 +194,9 @@ def _progress(started: float, job: Job, record: RunRecord, checkpoints: Sequence
     )
 
 
-def _saved(plan: StudyPlan, command: str, runs: list[RunRecord], parallel: int) -> SavedStudy:
+def _saved(
+    plan: StudyPlan, command: str, runs: list[RunRecord], parallel: int, against: Sequence[str] = ()
+) -> SavedStudy:
     hours = sum(run.seconds or 0.0 for run in runs) / 3600
     return SavedStudy(
         command=command,
@@ -192,6 +216,7 @@ def _saved(plan: StudyPlan, command: str, runs: list[RunRecord], parallel: int) 
         checkpoints=list(plan.checkpoints),
         rows=list(plan.rows),
         runs=runs,
+        against=list(against) or None,
     )
 
 
@@ -200,8 +225,13 @@ def _write(out: Path, saved: SavedStudy) -> None:
     write_atomically(out.with_suffix(".json"), json.dumps(saved.to_dict()))
 
 
-def run_study(plan: StudyPlan, command: str, out: Path | None, parallel: int = 1) -> SavedStudy:
-    """Train what the journal beside `out` lacks, keeping the journal and the tables up to date after every run."""
+def run_study(
+    plan: StudyPlan, command: str, out: Path | None, parallel: int = 1, against: Sequence[str] = ()
+) -> SavedStudy:
+    """Train what the journal beside `out` lacks, keeping the journal and the tables up to date after every run.
+
+    `against`: the rows every other row is also paired against in the tables (see ``--against``).
+    """
     started = time.perf_counter()
     journal = None if out is None else journal_path(out)
     done = {} if journal is None else read_journal(journal)
@@ -213,10 +243,11 @@ def run_study(plan: StudyPlan, command: str, out: Path | None, parallel: int = 1
         if journal is not None:
             append_journal(journal, record)
             finished_runs.append(record)
-            _write(out, _saved(plan, command, [run for run in finished_runs if run.key in planned], parallel))
+            done_runs = [run for run in finished_runs if run.key in planned]
+            _write(out, _saved(plan, command, done_runs, parallel, against))
         print(_progress(started, job, record, plan.checkpoints), flush=True)
 
-    return _saved(plan, command, run_jobs(plan, done, finished, parallel), parallel)
+    return _saved(plan, command, run_jobs(plan, done, finished, parallel), parallel, against)
 
 
 def _exit_on_sigterm(signum: int, frame: object) -> None:
@@ -238,13 +269,17 @@ def main(argv: Sequence[str] | None = None, prog: str = "avgk-compare") -> None:
     if args.from_json is not None:
         saved = SavedStudy.from_dict(json.loads(Path(args.from_json).read_text()))
         header = saved.header or [f"Command: `{saved.command}`"]
-        saved = dataclasses.replace(saved, header=[*header, "", f"Tables rendered from the saved runs by `{command}`."])
+        saved = dataclasses.replace(
+            saved,
+            header=[*header, "", f"Tables rendered from the saved runs by `{command}`."],
+            against=args.against or saved.against,
+        )
         text = render(saved)
         if args.out is not None:
             with open(args.out, "x") as handle:  # never overwrite
                 handle.write(text)
     else:
-        saved = run_study(plan, command, None if args.out is None else Path(args.out), args.jobs)
+        saved = run_study(plan, command, None if args.out is None else Path(args.out), args.jobs, args.against)
         text = render(saved)
         if args.out is not None:
             _write(Path(args.out), saved)

@@ -93,8 +93,10 @@ def paired_differences(
     metric: str,
     k: float,
     checkpoint: str,
+    reference_prefix: str = SET_PREFIX,
 ) -> list[float] | None:
-    """Per seed: `label`'s metric (head `prefix`) minus the `reference` row's set head, same seed; None if unpaired."""
+    """Per seed: `label`'s metric (head `prefix`) minus the `reference` row's (head `reference_prefix`, the set
+    head by default), same seed; None if unpaired."""
     own = {run.seed: run for run in runs_at(runs, setting, label, k)}
     references = {run.seed: run for run in runs_at(runs, setting, reference, k)}
     seeds = sorted(set(own) & set(references))
@@ -103,7 +105,7 @@ def paired_differences(
     differences = []
     for seed in seeds:
         value = own[seed].value(checkpoint, prefix, metric, k)
-        base = references[seed].value(checkpoint, SET_PREFIX, metric, k)
+        base = references[seed].value(checkpoint, reference_prefix, metric, k)
         if value is None or base is None:
             return None
         differences.append(value - base)

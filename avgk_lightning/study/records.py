@@ -121,7 +121,8 @@ class SavedStudy:
     """A study as saved beside its tables (``FILE.json``): how it was run, its plan's rows and its runs.
 
     ``header`` holds the Markdown lines above the tables (the command, the settings, the hours of training);
-    ``settings``, ``ks`` and ``checkpoints`` the order of the tables (derived from the runs when absent).
+    ``settings``, ``ks`` and ``checkpoints`` the order of the tables (derived from the runs when absent);
+    ``against`` the rows (``LABEL`` or ``LABEL:HEAD``) that every other row is also paired against.
     """
 
     command: str
@@ -131,6 +132,7 @@ class SavedStudy:
     settings: list[str] | None = None
     ks: list[float] | None = None
     checkpoints: list[str] | None = None
+    against: list[str] | None = None
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SavedStudy:
@@ -145,6 +147,7 @@ class SavedStudy:
             settings=data.get("settings"),
             ks=data.get("ks"),
             checkpoints=data.get("checkpoints"),
+            against=data.get("against"),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -154,6 +157,7 @@ class SavedStudy:
             "settings": self.settings,
             "ks": self.ks,
             "checkpoints": self.checkpoints,
+            "against": self.against,
             "rows": [row.to_dict() for row in self.rows],
             "runs": [run.to_dict() for run in self.runs],
         }

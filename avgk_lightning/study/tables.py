@@ -29,12 +29,21 @@ from avgk_lightning.study.paired import (
 from avgk_lightning.study.plan import depends_on_k
 from avgk_lightning.study.records import RunRecord, SavedStudy
 
-__all__ = ["CHOSEN_PREFIX", "SOFTMAX_PREFIX", "render", "report", "with_head_chosen_on_validation"]
+__all__ = [
+    "CHOSEN_PREFIX",
+    "HEAD_PREFIXES",
+    "SOFTMAX_PREFIX",
+    "parse_against",
+    "render",
+    "report",
+    "with_head_chosen_on_validation",
+]
 
 SOFTMAX_PREFIX = logged_prefix("test", "softmax", set_head="set")  # "test/softmax/"
 ORACLE_PREFIX = logged_prefix("test", "oracle", set_head="set")  # "test/oracle/"
 # Derived rows of a two-head run: the test metrics of whichever head was better on validation.
 CHOSEN_PREFIX = "test/chosen/"
+HEAD_PREFIXES = {"set": SET_PREFIX, "softmax": SOFTMAX_PREFIX, "chosen": CHOSEN_PREFIX}  # a row's heads
 HEAD_NAMES = {"softmax": "its softmax head", "chosen": "the head better on validation"}
 METRICS = (
     ("avgk_acc", "Test average-K accuracy"),
@@ -135,27 +144,62 @@ def _metric_rows(runs: Sequence[RunRecord], setting: str, labels: Sequence[str],
     return rows
 
 
-def _comparisons(runs: Sequence[RunRecord], setting: str, labels: Sequence[str]) -> list[tuple[str, str, str, str]]:
-    """(title, label, head prefix, reference label) of every paired comparison of a setting."""
+def parse_against(spec: str) -> tuple[str, str]:
+    """``LABEL`` or ``LABEL:HEAD`` (HEAD: ``set``, ``softmax`` or ``chosen``) as (label, head metric prefix).
+
+    Example:
+        >>> parse_against("two_head:chosen"), parse_against("an")
+        (('two_head', 'test/chosen/'), ('an', 'test/'))
+    """
+    label, _, head = spec.partition(":")
+    if not label or head not in ("", *HEAD_PREFIXES):
+        raise ValueError(f"{spec!r}: expected LABEL or LABEL:HEAD, HEAD one of {', '.join(HEAD_PREFIXES)}")
+    return label, HEAD_PREFIXES[head or "set"]
+
+
+def _head_name(label: str, prefix: str) -> str:
+    head = next(key for key, value in HEAD_PREFIXES.items() if value == prefix)
+    return label if head == "set" else f"{label}, {HEAD_NAMES[head]}"
+
+
+def _to_reference(
+    runs: Sequence[RunRecord], setting: str, labels: Sequence[str], reference: str, reference_prefix: str
+) -> list[tuple[str, str, str, str, str]]:
+    """Every head of every other row of the setting paired against one head of `reference`."""
+    comparisons = []
+    for label in labels:
+        first = None if label == reference else _first(runs, setting, label)
+        for _, prefix in _heads(first) if first is not None else []:
+            title = f"{_head_name(label, prefix)} - {_head_name(reference, reference_prefix)}"
+            comparisons.append((title, label, prefix, reference, reference_prefix))
+    return comparisons
+
+
+def _comparisons(
+    runs: Sequence[RunRecord], setting: str, labels: Sequence[str], against: Sequence[str] = ()
+) -> list[tuple[str, str, str, str, str]]:
+    """(title, label, head prefix, reference label, reference head prefix) of every paired comparison of a
+    setting: every row to softmax, each two_head variant to two_head, then every row to each of `against`."""
     comparisons = []
     if "softmax" in labels:
-        for label in labels:
-            first = None if label == "softmax" else _first(runs, setting, label)
-            if first is None:
-                continue
-            for head, prefix in _heads(first):
-                name = label if head == "set" else f"{label}, {HEAD_NAMES[head]}"
-                comparisons.append((f"{name} - softmax", label, prefix, "softmax"))
+        comparisons += _to_reference(runs, setting, labels, "softmax", SET_PREFIX)
     if "two_head" in labels:
         for label in labels:
             method = next((run.method for run in runs if run.label == label), None)
             if label != "two_head" and method == "two_head":
-                comparisons.append((f"{label} - two_head", label, SET_PREFIX, "two_head"))
-    return comparisons
+                comparisons.append((f"{label} - two_head", label, SET_PREFIX, "two_head", SET_PREFIX))
+    for spec in against:
+        comparisons += _to_reference(runs, setting, labels, *parse_against(spec))
+    return list(dict.fromkeys(comparisons))
 
 
 def setting_tables(
-    runs: Sequence[RunRecord], setting: str, labels: Sequence[str], ks: Sequence[float], checkpoint: str
+    runs: Sequence[RunRecord],
+    setting: str,
+    labels: Sequence[str],
+    ks: Sequence[float],
+    checkpoint: str,
+    against: Sequence[str] = (),
 ) -> str:
     """The tables of one setting and one checkpoint (see the module docstring)."""
     lines = []
@@ -174,18 +218,20 @@ def setting_tables(
                 body.append(f"| {row_title} | " + " | ".join(cells) + " |")
         if body:
             lines += ["", f"**{title}** (mean ± std over seeds)", "", header, rule, *body]
-    lines += _paired_tables(runs, setting, labels, ks, checkpoint)
+    lines += _paired_tables(runs, setting, labels, ks, checkpoint, against)
     lines += _regime_table(runs, setting, labels, checkpoint)
     return "\n".join(lines)
 
 
-def _paired_tables(runs, setting, labels, ks, checkpoint) -> list[str]:
+def _paired_tables(runs, setting, labels, ks, checkpoint, against) -> list[str]:
     lines = []
     for metric, title in PAIRED_METRICS:
         body = []
-        for name, label, prefix, reference in _comparisons(runs, setting, labels):
+        for name, label, prefix, reference, reference_prefix in _comparisons(runs, setting, labels, against):
             for k in ks:
-                differences = paired_differences(runs, setting, label, prefix, reference, metric, k, checkpoint)
+                differences = paired_differences(
+                    runs, setting, label, prefix, reference, metric, k, checkpoint, reference_prefix
+                )
                 if differences is None:
                     continue
                 seeds = " ".join(f"{d:+.4f}" for d in differences)
@@ -243,8 +289,10 @@ def summary_table(
     labels: Sequence[str],
     ks: Sequence[float],
     checkpoints: Sequence[str],
+    against: Sequence[str] = (),
 ) -> str:
-    """Per setting, K and checkpoint: every paired difference to softmax (mean, wins / ties / losses, verdict)."""
+    """Per setting, K and checkpoint: every paired difference (to softmax, and to each row of `against`) with its
+    mean, wins / ties / losses and verdict."""
     lines = [
         "",
         (
@@ -263,12 +311,14 @@ def summary_table(
         "|---" * (3 + len(checkpoints) * len(PAIRED_METRICS)) + "|",
     ]
     for setting in settings:
-        for name, label, prefix, reference in _comparisons(runs, setting, labels):
+        for name, label, prefix, reference, reference_prefix in _comparisons(runs, setting, labels, against):
             for k in ks:
                 cells = []
                 for checkpoint in checkpoints:
                     for metric, _ in PAIRED_METRICS:
-                        differences = paired_differences(runs, setting, label, prefix, reference, metric, k, checkpoint)
+                        differences = paired_differences(
+                            runs, setting, label, prefix, reference, metric, k, checkpoint, reference_prefix
+                        )
                         cells.append(
                             "-"
                             if differences is None
@@ -285,15 +335,20 @@ def report(
     labels: Sequence[str],
     ks: Sequence[float],
     checkpoints: Sequence[str],
+    against: Sequence[str] = (),
 ) -> str:
-    """The Markdown body: per setting and checkpoint the tables, then the summary when there are several."""
+    """The Markdown body: per setting and checkpoint the tables, then the summary when there are several.
+
+    `against`: more reference rows (``LABEL`` or ``LABEL:HEAD``, see :func:`parse_against`) that every other
+    row is paired against, besides softmax.
+    """
     parts = []
     for setting in settings:
         for checkpoint in checkpoints:
             parts += ["", f"### {setting or 'config'} — `{checkpoint}` checkpoint"]
-            parts.append(setting_tables(runs, setting, labels, ks, checkpoint))
+            parts.append(setting_tables(runs, setting, labels, ks, checkpoint, against))
     if len(settings) > 1 or len(checkpoints) > 1:
-        parts.append(summary_table(runs, settings, labels, ks, checkpoints))
+        parts.append(summary_table(runs, settings, labels, ks, checkpoints, against))
     return "\n".join(parts)
 
 
@@ -305,4 +360,4 @@ def render(saved: SavedStudy) -> str:
     ks = saved.ks or sorted({run.k for run in runs if run.per_k} or {k for run in runs for k in run.eval_ks})
     checkpoints = saved.checkpoints or list(runs[0].results)
     header = saved.header or [f"Command: `{saved.command}`"]
-    return "\n".join(header) + "\n" + report(runs, settings, labels, ks, checkpoints) + "\n"
+    return "\n".join(header) + "\n" + report(runs, settings, labels, ks, checkpoints, saved.against or ()) + "\n"

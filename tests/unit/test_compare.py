@@ -9,7 +9,7 @@ import shlex
 import pytest
 
 from avgk_lightning.study import Row, RunRecord, SavedStudy, StudyPlan, depends_on_k, render
-from avgk_lightning.study.cli import parse_plan
+from avgk_lightning.study.cli import main, parse_plan
 from avgk_lightning.study.journal import journal_path, read_journal
 from avgk_lightning.study.paired import paired_differences, paired_verdict
 from avgk_lightning.study.tables import report, with_head_chosen_on_validation
@@ -74,6 +74,49 @@ def test_tables_say_which_rows_are_one_model_per_k_and_count_signs():
         "| noise=0.4 | two_head - softmax | 2 | +0.0034 (1 / 1 / 1) tie | - | - | +0.0034 (1 / 1 / 1) tie | - | - |"
         in summary
     )
+
+
+def test_against_pairs_every_other_row_with_the_named_head_of_a_reference_row():
+    text = report(
+        _fabricated(), ["noise=0.4"], ["two_head", "softmax"], [1.5, 2.0], ["best", "last"],
+        against=["two_head:softmax", "two_head"],
+    )  # fmt: skip
+    # softmax's sets (base + 0.01 K) minus two_head's softmax head (base), at every seed
+    assert "| softmax - two_head, its softmax head | 1.5 | +0.0150 +0.0150 +0.0150 | +0.0150 | 3 / 0 / 0 |" in text
+    assert "| softmax - two_head | 2 | -0.0200 +0.0100 -0.0002 | -0.0034 | 1 / 1 / 1 |" in text
+    summary = text.split("**Summary: paired differences**", 1)[1]
+    assert "| noise=0.4 | softmax - two_head, its softmax head | 2 | +0.0200 (3 / 0 / 0) win | - | - |" in summary
+    assert "two_head - two_head" not in text  # a row is not paired with itself
+    plain = report(_fabricated(), ["noise=0.4"], ["two_head", "softmax"], [1.5, 2.0], ["best", "last"])
+    added = [line for line in text.splitlines() if " - two_head" in line]
+    assert "softmax - two_head" not in plain
+    assert [line for line in text.splitlines() if line not in added] == plain.splitlines()  # the rest is unchanged
+
+
+def test_against_names_a_row_and_head_of_the_study_or_fails_with_the_fix(tmp_path, capsys):
+    for spec, message in [
+        ("two_head:oracle", "HEAD one of set, softmax, chosen"),
+        ("roles", "no row 'roles' in the study; its rows are softmax, two_head"),
+    ]:
+        with pytest.raises(SystemExit):
+            parse_plan(["--methods", "softmax,two_head", "--against", spec])
+        assert message in capsys.readouterr().err
+    saved_path = RESULTS / "fashion_mnist_baselines.json"
+    out = tmp_path / "against.md"
+    main(["--from-json", str(saved_path), "--against", "two_head:chosen", "--out", str(out)])
+    capsys.readouterr()
+    # the reference, computed here from the raw runs: EM's sets minus the two-head model's chosen head, per seed
+    runs = [
+        with_head_chosen_on_validation(run) for run in SavedStudy.from_dict(json.loads(saved_path.read_text())).runs
+    ]
+    by_label = {(run.label, run.seed): run.results["last"] for run in runs}
+    differences = [
+        by_label["em", seed]["test/avgk_acc@2"] - by_label["two_head", seed]["test/chosen/avgk_acc@2"]
+        for seed in range(3)
+    ]
+    row = f"| em - two_head, the head better on validation | 2 | {' '.join(f'{d:+.4f}' for d in differences)} |"
+    last_tables = out.read_text().split("`last` checkpoint", 1)[1]
+    assert row in last_tables
 
 
 def test_only_k_dependent_methods_train_one_model_per_k():
