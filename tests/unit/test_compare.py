@@ -5,11 +5,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import shlex
+import subprocess
+import sys
 
 import pytest
 
 from avgk_lightning.study import Row, RunRecord, SavedStudy, StudyPlan, depends_on_k, render
-from avgk_lightning.study.cli import main, parse_plan
+from avgk_lightning.study.cli import parse_plan
 from avgk_lightning.study.journal import journal_path, read_journal
 from avgk_lightning.study.paired import paired_differences, paired_verdict
 from avgk_lightning.study.tables import report, with_head_chosen_on_validation
@@ -103,8 +105,9 @@ def test_against_names_a_row_and_head_of_the_study_or_fails_with_the_fix(tmp_pat
         assert message in capsys.readouterr().err
     saved_path = RESULTS / "fashion_mnist_baselines.json"
     out = tmp_path / "against.md"
-    main(["--from-json", str(saved_path), "--against", "two_head:chosen", "--out", str(out)])
-    capsys.readouterr()
+    # in a process of its own: the CLI sets Lightning's log level and a SIGTERM handler for its process
+    command = ["--from-json", str(saved_path), "--against", "two_head:chosen", "--out", str(out)]
+    subprocess.run([sys.executable, "-m", "avgk_lightning.study", *command], check=True, capture_output=True)
     # the reference, computed here from the raw runs: EM's sets minus the two-head model's chosen head, per seed
     runs = [
         with_head_chosen_on_validation(run) for run in SavedStudy.from_dict(json.loads(saved_path.read_text())).runs
