@@ -1,12 +1,12 @@
 """A study's Markdown: per setting and checkpoint the accuracy tables, the paired differences and the regime.
 
-Per setting and checkpoint: test average-K accuracy, macro (mean per class) average-K accuracy, the
-average-K accuracy on the few-sample classes where the data have some, and the mean set size, as mean ±
-std over seeds; the paired difference to softmax per seed with its mean and wins / ties / losses, of
-each variant of ``two_head`` to ``two_head`` and of every row to each reference row named by ``against``; the epochs the checkpoints come from and the top-1 accuracy
-on the (noisy) training labels then, which tells whether the network fits its training labels. A two-head
-model also gets the rows of its softmax head and of "the head better on validation". A summary gives the
-paired differences of every setting.
+Per setting and checkpoint: test average-K accuracy, macro (mean per class) average-K accuracy, the average-K
+accuracy on the few-sample classes where the data have some, and the mean set size, as mean ± std over seeds;
+the paired difference to softmax per seed with its mean and wins / ties / losses, of each variant of
+``two_head`` to ``two_head`` and of every row to each reference row named by ``against``; the epochs the
+checkpoints come from and the top-1 accuracy on the (noisy) training labels then, which tells whether the
+network fits its training labels. A two-head model also gets the rows of its softmax head and of "the head
+better on validation". A summary gives the paired differences of every setting.
 """
 
 from __future__ import annotations
