@@ -111,9 +111,7 @@ def _row_title(run: RunRecord, head: str) -> str:
         scope = "one model, at every K"
     else:
         scope = f"one model, k={format_k(run.k)}, at every K"
-    if head == "set":
-        return f"{run.label} ({scope})"
-    return f"{run.label}, {HEAD_NAMES[head]} ({scope})"
+    return f"{_head_name(run.label, head)} ({scope})"
 
 
 def _heads(run: RunRecord) -> list[tuple[str, str]]:
@@ -145,33 +143,32 @@ def _metric_rows(runs: Sequence[RunRecord], setting: str, labels: Sequence[str],
 
 
 def parse_against(spec: str) -> tuple[str, str]:
-    """``LABEL`` or ``LABEL:HEAD`` (HEAD: ``set``, ``softmax`` or ``chosen``) as (label, head metric prefix).
+    """``LABEL`` or ``LABEL:HEAD`` (HEAD: ``set``, ``softmax`` or ``chosen``) as (label, head), the set head by default.
 
     Example:
         >>> parse_against("two_head:chosen"), parse_against("an")
-        (('two_head', 'test/chosen/'), ('an', 'test/'))
+        (('two_head', 'chosen'), ('an', 'set'))
     """
     label, _, head = spec.partition(":")
     if not label or head not in ("", *HEAD_PREFIXES):
         raise ValueError(f"{spec!r}: expected LABEL or LABEL:HEAD, HEAD one of {', '.join(HEAD_PREFIXES)}")
-    return label, HEAD_PREFIXES[head or "set"]
+    return label, head or "set"
 
 
-def _head_name(label: str, prefix: str) -> str:
-    head = next(key for key, value in HEAD_PREFIXES.items() if value == prefix)
+def _head_name(label: str, head: str) -> str:
     return label if head == "set" else f"{label}, {HEAD_NAMES[head]}"
 
 
 def _to_reference(
-    runs: Sequence[RunRecord], setting: str, labels: Sequence[str], reference: str, reference_prefix: str
+    runs: Sequence[RunRecord], setting: str, labels: Sequence[str], reference: str, reference_head: str
 ) -> list[tuple[str, str, str, str, str]]:
     """Every head of every other row of the setting paired against one head of `reference`."""
     comparisons = []
     for label in labels:
         first = None if label == reference else _first(runs, setting, label)
-        for _, prefix in _heads(first) if first is not None else []:
-            title = f"{_head_name(label, prefix)} - {_head_name(reference, reference_prefix)}"
-            comparisons.append((title, label, prefix, reference, reference_prefix))
+        for head, prefix in _heads(first) if first is not None else []:
+            title = f"{_head_name(label, head)} - {_head_name(reference, reference_head)}"
+            comparisons.append((title, label, prefix, reference, HEAD_PREFIXES[reference_head]))
     return comparisons
 
 
@@ -182,7 +179,7 @@ def _comparisons(
     setting: every row to softmax, each two_head variant to two_head, then every row to each of `against`."""
     comparisons = []
     if "softmax" in labels:
-        comparisons += _to_reference(runs, setting, labels, "softmax", SET_PREFIX)
+        comparisons += _to_reference(runs, setting, labels, "softmax", "set")
     if "two_head" in labels:
         for label in labels:
             method = next((run.method for run in runs if run.label == label), None)
