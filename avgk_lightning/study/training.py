@@ -150,9 +150,11 @@ def run_jobs(
         print(f"Resuming: {len(records)} of {len(jobs)} runs are in the journal, {len(jobs) - len(records)} to go.")
 
     def keep(job: Job, record: RunRecord, folder: str) -> None:
+        # The folder goes before the record is journalled: a kill in between retrains the run, never leaves a
+        # journalled run's checkpoints behind.
+        shutil.rmtree(folder, ignore_errors=True)
         records[plan.key(job)] = record
         finished(job, record)
-        shutil.rmtree(folder, ignore_errors=True)
 
     with tempfile.TemporaryDirectory(prefix="avgk-compare-") as root:
         # Every job gets a folder of its own: parallel jobs must not pick the same run directory.
